@@ -1,0 +1,39 @@
+"""Export the trained policy and its tokenizer in Hugging Face format at the end of training."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import lightning as L
+
+log = logging.getLogger(__name__)
+
+
+class HFExport(L.Callback):
+    """Write ``policy.save_pretrained`` (safetensors) and the tokenizer (with its chat template) to ``dirpath``.
+
+    The files are written to ``<dirpath>.tmp`` on global rank 0 and renamed into place, so ``dirpath``
+    is either complete or absent. The result loads with ``AutoModelForCausalLM.from_pretrained``.
+
+    Args:
+        dirpath: target directory (``<run dir>/hf`` in the default configuration).
+        max_shard_size: largest safetensors shard.
+    """
+
+    def __init__(self, dirpath: str, max_shard_size: str = "5GB") -> None:
+        self.dirpath = Path(dirpath)
+        self.max_shard_size = max_shard_size
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        tmp = self.dirpath.with_name(self.dirpath.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        pl_module.policy.save_pretrained(tmp, safe_serialization=True, max_shard_size=self.max_shard_size)
+        if pl_module.tokenizer is not None:
+            pl_module.tokenizer.save_pretrained(tmp)
+        shutil.rmtree(self.dirpath, ignore_errors=True)
+        tmp.rename(self.dirpath)
+        log.info("exported the policy in Hugging Face format to %s", self.dirpath)

@@ -1,0 +1,1 @@
+"""Preference data: sources, chat-templated tokenisation, collation and the bundled assets."""

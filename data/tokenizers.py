@@ -1,0 +1,111 @@
+"""Tokenizers: load any Hugging Face tokenizer, or build a bundled one that works offline.
+
+Bundled names (no download needed):
+
+- ``llama3``: the real Llama 3 vocabulary (128,256 ids) shipped by the ``llama-models`` pip package in
+  tiktoken format, converted once to a Hugging Face fast tokenizer, given the Llama 3 instruct chat
+  template, and cached under ``$SIMPO_CACHE`` (default ``~/.cache/simpo``). Like the released tokenizer it
+  prepends ``<|begin_of_text|>`` when special tokens are requested, and its EOS is ``<|eot_id|>``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+CHAT_TEMPLATE_DIR = Path(__file__).parent / "chat_templates"
+
+
+def cache_root() -> Path:
+    """The directory for built artefacts (``$SIMPO_CACHE`` or ``~/.cache/simpo``)."""
+    return Path(os.environ.get("SIMPO_CACHE", Path.home() / ".cache" / "simpo"))
+
+
+def bundled_chat_template(name: str) -> str:
+    """The text of a chat template shipped in ``data/chat_templates/<name>.jinja``."""
+    path = CHAT_TEMPLATE_DIR / f"{name}.jinja"
+    if not path.is_file():
+        known = sorted(p.stem for p in CHAT_TEMPLATE_DIR.glob("*.jinja"))
+        raise ValueError(f"unknown bundled chat template {name!r}; bundled templates: {known}")
+    return path.read_text()
+
+
+def _build_llama3(target: Path) -> None:
+    """Convert the tiktoken Llama 3 vocabulary of ``llama-models`` into a fast tokenizer at ``target``."""
+    import llama_models
+    from llama_models.llama3.tokenizer import Tokenizer as MetaTokenizer
+    from tokenizers import processors
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    model_file = Path(llama_models.__file__).parent / "llama3" / "tokenizer.model"
+    meta = MetaTokenizer(model_file)
+    specials = sorted(meta.special_tokens, key=meta.special_tokens.__getitem__)
+    backend = TikTokenConverter(
+        vocab_file=str(model_file), pattern=meta.pat_str, extra_special_tokens=specials
+    ).converted()
+    bos = "<|begin_of_text|>"
+    bos_id = meta.special_tokens[bos]
+    if backend.token_to_id(bos) != bos_id:
+        raise RuntimeError(f"Llama 3 conversion put {bos} at {backend.token_to_id(bos)}, expected {bos_id}")
+    backend.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(
+                single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
+            ),
+        ]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=bos,
+        eos_token="<|eot_id|>",
+        model_max_length=131072,
+        clean_up_tokenization_spaces=False,
+    )
+    tokenizer.chat_template = bundled_chat_template("llama3")
+    tokenizer.save_pretrained(target)
+
+
+BUNDLED: dict[str, Callable[[Path], None]] = {"llama3": _build_llama3}
+
+
+def bundled_tokenizer_dir(name: str) -> Path:
+    """Build (once) and return the cached directory of a bundled tokenizer.
+
+    The directory is written to a temporary sibling and renamed into place, so an interrupted build
+    never leaves a half-written cache behind.
+    """
+    target = cache_root() / "tokenizers" / name
+    if (target / "tokenizer.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        BUNDLED[name](tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first: keep theirs
+            if not (target / "tokenizer.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """Load a tokenizer by bundled name (``llama3``), local directory or Hugging Face hub id."""
+    source = str(bundled_tokenizer_dir(name_or_path)) if name_or_path in BUNDLED else name_or_path
+    return AutoTokenizer.from_pretrained(source)
+
+
+def override_chat_template(tokenizer: PreTrainedTokenizerBase, chat_template: str | None) -> None:
+    """Replace the tokenizer's chat template by a bundled one (by name) or a Jinja string; ``None`` keeps it."""
+    if chat_template is None:
+        return
+    is_name = "{" not in chat_template
+    tokenizer.chat_template = bundled_chat_template(chat_template) if is_name else chat_template

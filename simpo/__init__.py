@@ -1,0 +1,1 @@
+"""SimPO: the objective, per-token log-probs, the policy builder and the LightningModule."""

@@ -1,0 +1,48 @@
+"""AdamW with decoupled weight decay on matrices only, and a linear-warmup cosine schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: parameters with >= 2 dims get ``weight_decay``; biases and norms get none."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
+    """LR multiplier at ``step``: linear 0 -> 1 over ``warmup_steps``, then cosine 1 -> 0 at ``total_steps``.
+
+    Same shape as the reference recipes (``transformers``' cosine schedule with warmup).
+    """
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def build_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    eps: float,
+    warmup_ratio: float,
+    total_steps: int,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over ``param_groups`` and a per-step warmup-cosine ``LambdaLR`` over ``total_steps``."""
+    if not 0.0 <= warmup_ratio < 1.0:
+        raise ValueError(f"optimizer.warmup_ratio must be in [0, 1), not {warmup_ratio}")
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
+    warmup_steps = math.ceil(warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps)
+    )
+    return optimizer, scheduler

@@ -1,0 +1,89 @@
+"""Train a causal LM with SimPO: ``python train.py [group=option ...] [key=value ...]``.
+
+compose config -> seed -> tokenizer, policy, data -> Lightning fit (optionally resumed) -> Hugging Face
+export (a callback) -> return the optimised metric (for Hydra sweepers). ``python train.py --help`` lists
+every knob.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from data.tokenizers import load_tokenizer
+from simpo.module import SimPOModule
+from simpo.policy import build_policy
+
+ROOT = Path(__file__).resolve().parent
+OmegaConf.register_new_resolver("project_root", lambda: str(ROOT), replace=True)
+
+log = logging.getLogger("train")
+
+
+def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """``last`` -> ``<run_dir>/checkpoints/last.ckpt``; a path must exist; ``None`` starts fresh."""
+    if ckpt_path is None:
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        hint = " (set hydra.run.dir to the run directory to resume)" if ckpt_path == "last" else ""
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path}{hint}")
+    return str(path)
+
+
+def build_module(cfg: DictConfig, tokenizer: Any) -> SimPOModule:
+    """The policy (loaded or random-initialised) wrapped with the SimPO loss and optimiser settings."""
+    policy = build_policy(
+        tokenizer,
+        name_or_path=cfg.model.name_or_path,
+        architecture=OmegaConf.to_container(cfg.model.architecture) if cfg.model.architecture else None,
+        dtype=cfg.model.dtype,
+        attn_implementation=cfg.model.attn_implementation,
+    )
+    return SimPOModule(
+        policy,
+        instantiate(cfg.loss),
+        **OmegaConf.to_container(cfg.optimizer),
+        tokenizer=tokenizer,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run one training job described by ``cfg``; returns the final callback metrics as floats."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True)
+
+    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path)
+    datamodule = instantiate(cfg.data, tokenizer=tokenizer)
+    module = build_module(cfg, tokenizer)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
+    loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else False
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
+    if cfg.validate_before_training and ckpt_path is None and cfg.data.test_split is not None:
+        trainer.validate(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    log.info("finished in %s: %s", run_dir, {k: round(v, 4) for k, v in sorted(metrics.items())})
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers."""
+    metrics = train(cfg)
+    return metrics.get(cfg.optimized_metric)
+
+
+if __name__ == "__main__":
+    main()
