@@ -2,9 +2,39 @@
 
 from __future__ import annotations
 
+import csv
 import os
+from pathlib import Path
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+
+class AppendingExperimentWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted.
+
+    Lightning's writer deletes the file it finds and starts with no known columns. Here the columns are
+    read from the existing header, so a resumed run keeps the old rows and appends its own.
+    """
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if path.is_file():
+            with path.open(newline="") as handle:
+                self.metrics_keys = sorted(next(csv.reader(handle), []))
+
+
+class ResumableCSVLogger(CSVLogger):
+    """A ``CSVLogger`` (``<save_dir>/<name>/<version>/metrics.csv``) that appends when resumed."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = AppendingExperimentWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def wandb_has_api_key() -> bool:

@@ -59,10 +59,11 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tenso
         labels: (N, T) token ids, ``IGNORE_INDEX`` where no label is carried (prompt, padding).
 
     Returns:
-        ``logps`` (N, T - 1) float32 log pi(labels[:, t + 1] | ...) (0 where masked) and
-        ``mask`` (N, T - 1) bool, true where a label is carried.
+        ``logps`` (N, T - 1) log pi(labels[:, t + 1] | ...) (0 where masked) and
+        ``mask`` (N, T - 1) bool, true where a label is carried. Computed in float32 at least
+        (float64 inputs stay float64).
     """
-    shifted_logits = logits[:, :-1, :].float()
+    shifted_logits = logits[:, :-1, :].to(torch.promote_types(logits.dtype, torch.float32))
     targets = labels[:, 1:]
     mask = targets != IGNORE_INDEX
     safe_targets = torch.where(mask, targets, 0)
@@ -79,7 +80,7 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> SequenceLogps:
         labels: (N, T) labels with ``IGNORE_INDEX`` on unlabelled positions.
     """
     logps, mask = token_logps(logits, labels)
-    vocab_mean_logits = logits[:, :-1, :].detach().float().mean(-1)  # (N, T - 1)
+    vocab_mean_logits = logits[:, :-1, :].detach().to(logps.dtype).mean(-1)  # (N, T - 1)
     return SequenceLogps(
         logp_sum=logps.sum(-1),
         token_count=mask.sum(-1).to(logps.dtype),
@@ -105,7 +106,8 @@ def sequence_logps_from_hidden(
         final_logit_softcapping: Gemma 2's ``cap * tanh(logits / cap)``; ``None`` for none.
     """
     rows, positions, targets = labelled_positions(labels)
-    logits = head(hidden[rows, positions]).float()  # (M, V)
+    logits = head(hidden[rows, positions])  # (M, V)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     if final_logit_softcapping:
         logits = torch.tanh(logits / final_logit_softcapping) * final_logit_softcapping
     logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (M,)

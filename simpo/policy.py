@@ -8,7 +8,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +43,24 @@ def resolve_attn_implementation(requested: str, dtype: torch.dtype) -> str:
     return "flash_attention_2" if flash_ok else "sdpa"
 
 
+def zero_dropout_fields(config: PretrainedConfig) -> None:
+    """Set every float ``*dropout*`` field of a Hugging Face config to 0 (before the model is built)."""
+    for key, value in config.to_dict().items():
+        if "dropout" in key and isinstance(value, float):
+            setattr(config, key, 0.0)
+
+
 def disable_dropout(model: nn.Module) -> None:
-    """Set every dropout probability of ``model`` (modules and config fields) to 0."""
+    """Set every dropout probability of ``model`` to 0: ``nn.Dropout`` modules, float ``*dropout*``
+    attributes that attention modules copy from the config at construction, and the config itself."""
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
-    config = getattr(model, "config", None)
-    if config is not None:
-        for key, value in config.to_dict().items():
-            if "dropout" in key and isinstance(value, float):
-                setattr(config, key, 0.0)
+        for name, value in vars(module).items():
+            if "dropout" in name and isinstance(value, float):
+                setattr(module, name, 0.0)
+    if isinstance(getattr(model, "config", None), PretrainedConfig):
+        zero_dropout_fields(model.config)
 
 
 def build_policy(
@@ -70,7 +84,11 @@ def build_policy(
     torch_dtype = resolve_dtype(dtype)
     attn = resolve_attn_implementation(attn_implementation, torch_dtype)
     if name_or_path is not None:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype, attn_implementation=attn)
+        config = AutoConfig.from_pretrained(name_or_path)
+        zero_dropout_fields(config)
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, config=config, dtype=torch_dtype, attn_implementation=attn
+        )
     elif architecture:
         fields = dict(architecture)
         model_type = fields.pop("model_type")
@@ -79,6 +97,7 @@ def build_policy(
         fields.setdefault("eos_token_id", tokenizer.eos_token_id)
         fields.setdefault("pad_token_id", tokenizer.pad_token_id)
         config = AutoConfig.for_model(model_type, **fields)
+        zero_dropout_fields(config)
         model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation=attn)
     else:
         raise ValueError("set model.name_or_path (hub id or local dir) or model.architecture (random init)")
