@@ -69,7 +69,7 @@ def test_step0_validation_equals_an_independent_float64_computation(finished_run
                                 max_prompt_length=cfg.data.max_prompt_length)  # fmt: skip
     data.setup()
     beta, ratio = cfg.loss.beta, cfg.loss.gamma_beta_ratio
-    avgs, logit_means, counts = [], [], []
+    avgs, logit_means = [], []
     with torch.no_grad():
         for pair in list(data.splits["val"])[:16]:  # limit_val_batches=4 x batch_size=4
             row_avgs = []

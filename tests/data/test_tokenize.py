@@ -124,7 +124,7 @@ def test_bad_rows_name_their_reason(llama3_tokenizer, change, reason):
 def test_truncation_settings_reject_a_prompt_budget_that_leaves_no_room():
     with pytest.raises(ValueError, match=r"data.max_prompt_length \(64\)"):
         TruncationSettings(max_length=64, max_prompt_length=64)
-    with pytest.raises(ValueError, match="data.truncation_mode"):
+    with pytest.raises(ValueError, match=r"data\.truncation_mode"):
         TruncationSettings(truncation_mode="middle")  # type: ignore[arg-type]
 
 
@@ -132,7 +132,7 @@ def test_tokenizer_without_template_is_an_error(llama3_tokenizer):
     tok = llama3_tokenizer
     original, tok.chat_template = tok.chat_template, None
     try:
-        with pytest.raises(ValueError, match="data.chat_template"):
+        with pytest.raises(ValueError, match=r"data\.chat_template"):
             encode_pair(row(), tok, TruncationSettings())
     finally:
         tok.chat_template = original

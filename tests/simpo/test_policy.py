@@ -56,11 +56,11 @@ def test_attention_auto_picks_sdpa_without_flash_attn_on_cuda():
 
 
 def test_errors_name_the_setting(llama3_tokenizer):
-    with pytest.raises(ValueError, match="model.name_or_path"):
+    with pytest.raises(ValueError, match=r"model\.name_or_path"):
         build_policy(llama3_tokenizer)
-    with pytest.raises(ValueError, match="model.dtype"):
+    with pytest.raises(ValueError, match=r"model\.dtype"):
         build_policy(llama3_tokenizer, architecture=ARCHITECTURES["llama"], dtype="float8")
-    with pytest.raises(ValueError, match="model.tokenizer"):
+    with pytest.raises(ValueError, match=r"model\.tokenizer"):
         build_policy(llama3_tokenizer, architecture={**ARCHITECTURES["llama"], "vocab_size": 1000})
 
 
