@@ -13,12 +13,19 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from data.tokenizers import load_tokenizer
+from simpo.checkpoint_io import AtomicCheckpointIO
+from simpo.global_batch import accumulation_steps
+from simpo.loggers import drop_rows_from_step
 from simpo.module import SimPOModule
 from simpo.policy import build_policy
+from simpo.run_status import write_status
 
 ROOT = Path(__file__).resolve().parent
 OmegaConf.register_new_resolver("project_root", lambda: str(ROOT), replace=True)
@@ -55,6 +62,22 @@ def build_module(cfg: DictConfig, tokenizer: Any) -> SimPOModule:
     )
 
 
+def set_accumulation(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """Derive ``trainer.accumulate_grad_batches`` from ``data.global_batch_size`` when that is set."""
+    global_batch = cfg.data.get("global_batch_size")
+    if global_batch is None:
+        return
+    steps = accumulation_steps(global_batch, cfg.data.batch_size, trainer.world_size)
+    if cfg.trainer.accumulate_grad_batches not in (1, steps):
+        raise ValueError(
+            f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} contradicts "
+            f"data.global_batch_size={global_batch} (which needs {steps}): set only one of them"
+        )
+    trainer.accumulate_grad_batches = steps
+    log.info("global batch %d = %d pairs x %d devices x %d accumulation steps",
+             global_batch, cfg.data.batch_size, trainer.world_size, steps)  # fmt: skip
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by ``cfg``; returns the final callback metrics as floats."""
     run_dir = Path(cfg.run_dir)
@@ -65,11 +88,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
     module = build_module(cfg, tokenizer)
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
-    loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else False
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] if cfg.callbacks else []
+    loggers = [instantiate(c) for c in cfg.logger.values() if c is not None] if cfg.logger else False
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    set_accumulation(trainer, cfg)
 
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
+    if ckpt_path is not None:  # rows a crashed run logged after its last checkpoint are logged again
+        drop_rows_from_step(
+            run_dir / "metrics.csv", torch.load(ckpt_path, map_location="cpu", weights_only=False)["global_step"]
+        )
     if cfg.validate_before_training and ckpt_path is None and cfg.data.test_split is not None:
         trainer.validate(module, datamodule=datamodule)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -80,8 +108,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers."""
-    metrics = train(cfg)
+    """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers.
+
+    Every run records its outcome in ``<run_dir>/status.json``. Inside a sweep (``-m``) a failing run is
+    recorded as failed and returns NaN, so the sweep goes on; a single run re-raises.
+    """
+    run_dir = Path(cfg.run_dir)
+    try:
+        metrics = train(cfg)
+    except Exception as error:
+        write_status(run_dir, "failed", error=f"{type(error).__name__}: {error}")
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        log.exception("run failed; the sweep continues")
+        return float("nan")
+    write_status(run_dir, "completed", metrics=metrics)
     return metrics.get(cfg.optimized_metric)
 
 

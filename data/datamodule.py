@@ -8,11 +8,11 @@ from typing import Any
 
 import datasets
 import lightning as L
-import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from data.collate import PreferenceCollator
+from data.resumable_loader import ResumableDataLoader
 from data.sources import load_split
 from data.tokenize import BadRowError, TruncationSettings, encode_pair
 from data.tokenizers import override_chat_template
@@ -107,6 +107,8 @@ class PreferenceDataModule(L.LightningDataModule):
         pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
         self.collator = PreferenceCollator(pad_token_id=pad_id, pad_to_multiple_of=pad_to_multiple_of)
         self.splits: dict[str, datasets.Dataset] = {}
+        self._train_loader: ResumableDataLoader | None = None
+        self._train_loader_state: dict[str, int] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         """Load and tokenise the splits (once)."""
@@ -118,20 +120,36 @@ class PreferenceDataModule(L.LightningDataModule):
             self.splits[role] = tokenize_split(rows, self.tokenizer, self.truncation, split, self.max_drop_fraction)
             log.info("%s split %r: %d pairs", role, split, len(self.splits[role]))
 
-    def _loader(self, role: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
+    def _loader(self, role: str, shuffle: bool) -> ResumableDataLoader:
+        return ResumableDataLoader(
             self.splits[role],
             batch_size=self.batch_size,
+            seed=self.seed,
             shuffle=shuffle,
-            generator=generator,
             collate_fn=self.collator,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        loader = self._loader("train", shuffle=True)
+        if self._train_loader_state is not None:
+            loader.load_state_dict(self._train_loader_state)
+            self._train_loader_state = None
+        self._train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict[str, dict[str, int]]:
+        """The training loader's position (epoch, batches done), saved in every checkpoint.
+
+        Lightning restores the data module before it builds the loaders, so the position is applied
+        however early the loader is first built (``estimated_stepping_batches`` builds it before the loops
+        are restored, which is why the loader's own state alone is not enough).
+        """
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state: dict[str, dict[str, int]]) -> None:
+        self._train_loader_state = state.get("train_loader")
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader("val", shuffle=False) if "val" in self.splits else []

@@ -11,6 +11,27 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 
+def drop_rows_from_step(metrics_csv: Path, step: int) -> int:
+    """Remove the rows of ``metrics_csv`` logged at ``step`` or later (before resuming at ``step``).
+
+    Returns the number of rows removed; a missing file removes nothing.
+    """
+    if not metrics_csv.is_file():
+        return 0
+    with metrics_csv.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames or [], list(reader)
+    kept = [row for row in rows if not row.get("step") or int(row["step"]) < step]
+    if len(kept) < len(rows):
+        tmp = metrics_csv.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, metrics_csv)
+    return len(rows) - len(kept)
+
+
 class AppendingExperimentWriter(ExperimentWriter):
     """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted.
 

@@ -11,6 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from simpo.logprobs import SequenceLogps, sequence_logps, sequence_logps_from_hidden
 from simpo.loss import SimPOLoss
 from simpo.optim import build_optimizer
+from simpo.rng import rng_states, set_rng_states
 
 # Causal LMs whose logits are exactly ``lm_head(model(...).last_hidden_state)`` (Gemma 2 adds a soft cap,
 # applied by ``sequence_logps_from_hidden``). For these only the labelled positions are projected onto the
@@ -107,6 +108,14 @@ class SimPOModule(L.LightningModule):
         if grads:
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
             self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the RNG states (Python, NumPy, torch CPU and CUDA) for exact resume."""
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams

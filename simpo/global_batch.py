@@ -1,0 +1,24 @@
+"""Derive gradient accumulation from the global batch size."""
+
+from __future__ import annotations
+
+
+def accumulation_steps(global_batch_size: int, batch_size: int, world_size: int) -> int:
+    """Micro-batches per optimizer step so that one step sees ``global_batch_size`` pairs.
+
+    Args:
+        global_batch_size: pairs per optimizer step over all devices and nodes (``data.global_batch_size``).
+        batch_size: pairs per device per micro-batch (``data.batch_size``).
+        world_size: devices x nodes.
+
+    Raises:
+        ValueError: when ``global_batch_size`` is not a multiple of ``batch_size * world_size``.
+    """
+    per_micro_step = batch_size * world_size
+    if global_batch_size <= 0 or global_batch_size % per_micro_step:
+        raise ValueError(
+            f"data.global_batch_size={global_batch_size} is not a positive multiple of data.batch_size="
+            f"{batch_size} x {world_size} devices (trainer.devices x trainer.num_nodes) = {per_micro_step}: "
+            "change one of the three"
+        )
+    return global_batch_size // per_micro_step
