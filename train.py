@@ -34,9 +34,13 @@ log = logging.getLogger("train")
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """``last`` -> ``<run_dir>/checkpoints/last.ckpt``; a path must exist; ``None`` starts fresh."""
+    """``last`` -> ``<run_dir>/checkpoints/last.ckpt``; ``auto`` -> the same if it exists, else a fresh start
+    (for jobs that a scheduler requeues with the same command); a path must exist; ``None`` starts fresh."""
     if ckpt_path is None:
         return None
+    if ckpt_path == "auto":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
     path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
     if not path.is_file():
         hint = " (set hydra.run.dir to the run directory to resume)" if ckpt_path == "last" else ""
@@ -52,6 +56,7 @@ def build_module(cfg: DictConfig, tokenizer: Any) -> SimPOModule:
         architecture=OmegaConf.to_container(cfg.model.architecture) if cfg.model.architecture else None,
         dtype=cfg.model.dtype,
         attn_implementation=cfg.model.attn_implementation,
+        gradient_checkpointing=cfg.model.get("gradient_checkpointing", False),
     )
     return SimPOModule(
         policy,

@@ -69,6 +69,8 @@ class PreferenceDataModule(L.LightningDataModule):
         test_split: split validated on (``None``: no validation).
         max_length, max_prompt_length, truncation_mode: see ``TruncationSettings``.
         batch_size: pairs per device per step (a batch holds 2 x batch_size sequences).
+        global_batch_size: pairs per optimizer step over all devices (``train.py`` derives gradient
+            accumulation from it); ``None`` leaves ``trainer.accumulate_grad_batches`` as set.
         num_workers: DataLoader worker processes.
         pad_to_multiple_of: round padded lengths up to a multiple of this.
         max_drop_fraction: largest fraction of unusable rows tolerated per split.
@@ -87,6 +89,7 @@ class PreferenceDataModule(L.LightningDataModule):
         max_prompt_length: int = 256,
         truncation_mode: str = "keep_end",
         batch_size: int = 2,
+        global_batch_size: int | None = None,
         num_workers: int = 0,
         pad_to_multiple_of: int | None = None,
         max_drop_fraction: float = 0.01,
@@ -101,6 +104,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.test_split = test_split
         self.truncation = TruncationSettings(max_length, max_prompt_length, truncation_mode)  # type: ignore[arg-type]
         self.batch_size = batch_size
+        self.global_batch_size = global_batch_size
         self.num_workers = num_workers
         self.max_drop_fraction = max_drop_fraction
         self.seed = seed

@@ -69,6 +69,7 @@ def build_policy(
     architecture: dict[str, Any] | None = None,
     dtype: str = "float32",
     attn_implementation: str = "auto",
+    gradient_checkpointing: bool = False,
 ) -> PreTrainedModel:
     """Load ``name_or_path`` (hub id or local dir), or build ``architecture`` with random weights.
 
@@ -80,6 +81,7 @@ def build_policy(
             ``name_or_path`` is ``None``. Weights follow the global seed.
         dtype: parameter dtype, ``float32`` | ``bfloat16`` | ``float16``.
         attn_implementation: ``auto`` | ``sdpa`` | ``eager`` | ``flash_attention_2`` | ...
+        gradient_checkpointing: recompute each decoder layer's activations in the backward pass.
     """
     torch_dtype = resolve_dtype(dtype)
     attn = resolve_attn_implementation(attn_implementation, torch_dtype)
@@ -107,6 +109,9 @@ def build_policy(
             f"{model.get_input_embeddings().num_embeddings}: use the model's own tokenizer (model.tokenizer)"
         )
     disable_dropout(model)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
     log.info(
         "policy: %s, %.1fM parameters, %s, attention=%s",
         type(model).__name__,
