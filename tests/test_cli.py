@@ -52,4 +52,5 @@ def test_other_loggers(tmp_path, monkeypatch, logger):
         assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     else:
         runs = list((tmp_path / "wandb").glob("offline-run-*"))
-        assert runs and list(runs[0].glob("*.wandb"))
+        run_id = (tmp_path / "wandb_run_id").read_text()
+        assert runs and list(runs[0].glob("*.wandb")) and runs[0].name.endswith(run_id)
