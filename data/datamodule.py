@@ -116,7 +116,7 @@ class PreferenceDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Load and tokenise the splits (once)."""
-        wanted = {"train": self.train_split, "val": self.test_split}
+        wanted = {"val": self.test_split} if stage == "validate" else {"train": self.train_split, "val": self.test_split}
         for role, split in wanted.items():
             if split is None or role in self.splits:
                 continue

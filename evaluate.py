@@ -1,0 +1,145 @@
+"""Measure a trained policy: ``python evaluate.py model.name_or_path=<hf dir> tasks=[preference,generate,judge]``.
+
+compose config -> load the policy (an ``hf/`` export, any HF model, or a ``train.py`` checkpoint) -> run the
+tasks -> ``metrics.json``, ``report.md`` and plots in the run directory, and a table on the console.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import train  # noqa: F401  (registers the ${project_root:} resolver)
+from simpo.evaluation import decoding as dec
+from simpo.evaluation.generation import answer
+from simpo.evaluation.judge import RewardModel, compare
+from simpo.evaluation.plots import reward_histogram, training_curves
+from simpo.evaluation.policy_source import LoadedPolicy, load_policy
+from simpo.evaluation.preference import pair_rewards, preference_metrics
+from simpo.evaluation.prompt_sets import FORMATS, detect_format, load_rows, read_answers, to_prompts, write_answers
+from simpo.evaluation.report import markdown_table, write_metrics, write_report
+from simpo.loss import SimPOLoss
+from simpo.module import SimPOModule
+
+log = logging.getLogger("evaluate")
+TASKS = ("preference", "generate", "judge")
+
+
+def run_preference(cfg: DictConfig, policy: LoadedPolicy, loss: SimPOLoss, run_dir: Path) -> tuple[dict, list]:
+    """The implicit-reward metrics on held-out pairs, and the reward histogram."""
+    datamodule = instantiate(cfg.data, tokenizer=policy.tokenizer)
+    datamodule.setup("validate")
+    if "val" not in datamodule.splits:
+        raise ValueError("the preference task needs pairs: set data.test_split (or data.dataset to a single file)")
+    module = SimPOModule(policy.model, loss)
+    pairs = pair_rewards(module, datamodule.val_dataloader(), cfg.preference.max_pairs)
+    metrics = preference_metrics(pairs, loss, cfg.preference.length_buckets)
+    return metrics, [reward_histogram(pairs, run_dir / "reward_histogram.png")]
+
+
+def run_generate(cfg: DictConfig, policy: LoadedPolicy, run_dir: Path) -> tuple[dict, Path]:
+    """Answers to a benchmark prompt set, written where the benchmark's tool reads them."""
+    g = cfg.generate
+    if g.prompts is None:
+        raise ValueError("the generate task needs generate.prompts (a .json/.jsonl file or a hub id)")
+    rows = load_rows(g.prompts, g.split)[: g.limit]
+    fmt = detect_format(rows) if g.format == "auto" else g.format
+    if fmt not in FORMATS:
+        raise ValueError(f"generate.format must be auto or one of {FORMATS}, not {fmt!r}")
+    prompts = to_prompts(rows, fmt)
+    name = g.name or policy.name
+    family = dec.model_family(policy.model.config, name)
+    decodings = [
+        dec.decoding_for(
+            family, fmt, p.category, policy.tokenizer.eos_token_id, g.temperature, g.top_p, g.max_new_tokens
+        )
+        for p in prompts
+    ]
+    model_dir = Path(cfg.model.name_or_path) if cfg.model.name_or_path else None
+    answers, lens = answer(policy.model, policy.tokenizer, prompts, decodings, g.batch_size, g.backend, model_dir)
+    path = write_answers(prompts, answers, fmt, name, run_dir, lens)
+    tokens = [n for per_prompt in lens for n in per_prompt]
+    metrics = {"generate/prompts": float(len(prompts)), "generate/mean_new_tokens": sum(tokens) / len(tokens)}
+    log.info("wrote %d answers (%s, family %s) to %s", len(prompts), fmt, family, path)
+    return metrics, path
+
+
+def run_judge(cfg: DictConfig, generated: Path | None) -> dict[str, float]:
+    """Win rate of ``judge.outputs`` (or this run's answers) against ``judge.baseline`` by a reward model."""
+    j = cfg.judge
+    outputs = j.outputs or (str(generated) if generated else None)
+    if j.reward_model is None or j.baseline is None or outputs is None:
+        raise ValueError(
+            "the judge task needs judge.reward_model, judge.baseline and judge.outputs (or tasks=generate)"
+        )
+    answers, baseline = read_answers(outputs), read_answers(j.baseline)
+    prompts = {key: key for key in answers}  # AlpacaEval answers are keyed by their instruction
+    if cfg.generate.prompts is not None:
+        rows = load_rows(cfg.generate.prompts, cfg.generate.split)
+        fmt = detect_format(rows)
+        prompts.update({p.key if fmt != "alpaca_eval" else p.turns[0]: p.turns[0] for p in to_prompts(rows, fmt)})
+    device = "cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+    scores = compare(RewardModel(j.reward_model, j.trust_remote_code, device), prompts, answers, baseline,
+                     j.length_tolerance)  # fmt: skip
+    return {f"judge/{key}": value for key, value in scores.items()}
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Run ``cfg.tasks``; returns the flat metrics also written to ``metrics.json``."""
+    unknown = set(cfg.tasks) - set(TASKS)
+    if unknown:
+        raise ValueError(f"unknown tasks {sorted(unknown)}: choose from {list(TASKS)}")
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    m = cfg.model
+    policy = load_policy(m.name_or_path, cfg.ckpt_path, m.tokenizer, m.dtype, m.attn_implementation)
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        policy.model.cuda()
+    loss_cfg: dict[str, Any] = OmegaConf.to_container(cfg.loss, resolve=True)  # type: ignore[assignment]
+    if policy.training_config is not None:  # the checkpoint's own beta and gamma/beta
+        loss_cfg.update(policy.training_config["loss"])
+    loss = instantiate({k: v for k, v in loss_cfg.items() if k != "chunk_size"})
+
+    metrics: dict[str, float] = {}
+    images: list[Path] = []
+    generated = None
+    if "preference" in cfg.tasks:
+        found, plots = run_preference(cfg, policy, loss, run_dir)
+        metrics.update(found)
+        images += plots
+    if "generate" in cfg.tasks:
+        found, generated = run_generate(cfg, policy, run_dir)
+        metrics.update(found)
+    if "judge" in cfg.tasks:
+        metrics.update(run_judge(cfg, generated))
+    if cfg.training_logs:
+        images.append(training_curves(Path(cfg.training_logs), run_dir / "training_curves.png"))
+
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    meta = {"model": policy.name, "data": cfg.data.dataset, "settings": settings, "loss": loss_cfg}
+    write_metrics(run_dir, metrics, meta)
+    notes = [f"model: {policy.name}", f"tasks: {', '.join(cfg.tasks)}", f"data: {cfg.data.dataset}",
+             f"beta {loss.beta}, gamma/beta {loss.gamma_beta_ratio}"]  # fmt: skip
+    if generated is not None:
+        notes.append(f"answers: {generated.relative_to(run_dir)}")
+    write_report(run_dir, "Evaluation", metrics, notes, images)
+    print(markdown_table(metrics))
+    log.info("wrote %s and %s", run_dir / "metrics.json", run_dir / "report.md")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()
