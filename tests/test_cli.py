@@ -55,3 +55,11 @@ def test_other_loggers(tmp_path, monkeypatch, logger):
         runs = list((tmp_path / "wandb").glob("offline-run-*"))
         run_id = (tmp_path / "wandb_run_id").read_text()
         assert runs and list(runs[0].glob("*.wandb")) and runs[0].name.endswith(run_id)
+
+
+def test_evaluate_help():
+    out = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--help"], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    for text in ("tasks", "generate.prompts", "judge.reward_model", "preference.max_pairs", "ckpt_path"):
+        assert text in out.stdout, text
