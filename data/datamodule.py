@@ -1,9 +1,18 @@
-"""The LightningDataModule: load preference splits, tokenise them with the SimPO recipe, batch them."""
+"""The LightningDataModule: load preference splits, tokenise them with the SimPO recipe, report, batch them.
+
+Per split: load the rows (``data/sources.py``; a validation set may be carved out of train), map the columns and
+detect the layout (``data/layouts.py``), tokenise with ``datasets.map`` (``data/tokenize.py``), enforce the single
+BOS (``data/bos.py``), count what was dropped and why (``data/report.py``), and cache the result under a
+fingerprint of everything it depends on (``data/cache.py``). ``prepare_data`` does the tokenising once per node;
+``setup`` then loads the cache, writes ``data_report.json`` and prints a short table.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -11,62 +20,30 @@ import lightning as L
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from data import cache
+from data.bos import check_policy, diagnose
 from data.collate import PreferenceCollator
+from data.layouts import detect_layout, resolve_columns
+from data.report import check_drop_fraction, format_table, split_report, write_report
 from data.resumable_loader import ResumableDataLoader
-from data.sources import load_split
-from data.tokenize import BadRowError, TruncationSettings, encode_pair
+from data.sources import carve_validation, load_split
+from data.tokenize import TOKEN_COLUMNS, PairEncoder, TruncationSettings
 from data.tokenizers import override_chat_template
 
 log = logging.getLogger(__name__)
 
-TOKEN_COLUMNS = ["chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"]
-
-
-def tokenize_split(
-    rows: datasets.Dataset,
-    tokenizer: PreTrainedTokenizerBase,
-    truncation: TruncationSettings,
-    name: str,
-    max_drop_fraction: float,
-) -> datasets.Dataset:
-    """Tokenise every row; drop rows the recipe cannot use, count them by reason, and fail past a limit.
-
-    Returns:
-        a data set with the columns of ``encode_pair`` only.
-
-    Raises:
-        ValueError: when more than ``max_drop_fraction`` of the rows were dropped (names the reasons).
-    """
-
-    def encode(row: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return {**encode_pair(row, tokenizer, truncation), "drop_reason": ""}
-        except BadRowError as error:
-            return {**{column: [] for column in TOKEN_COLUMNS}, "drop_reason": error.reason}
-
-    encoded = rows.map(encode, remove_columns=rows.column_names, desc=f"tokenising {name}")
-    reasons = Counter(reason for reason in encoded["drop_reason"] if reason)
-    dropped = sum(reasons.values())
-    if dropped:
-        examples = {r: [i for i, x in enumerate(encoded["drop_reason"]) if x == r][:3] for r in reasons}
-        message = f"{name}: dropped {dropped} of {len(encoded)} rows: " + ", ".join(
-            f"{reason}={count} (rows {examples[reason]})" for reason, count in reasons.most_common()
-        )
-        if dropped > max_drop_fraction * len(encoded):
-            raise ValueError(f"{message}; more than data.max_drop_fraction={max_drop_fraction}: fix the data")
-        log.warning(message)
-    kept = encoded.filter(lambda reason: not reason, input_columns="drop_reason")
-    return kept.remove_columns("drop_reason")
+REPORT_NAME = "data_report.json"
+MAP_BATCH_SIZE = 256
 
 
 class PreferenceDataModule(L.LightningDataModule):
     """Preference pairs from ``dataset`` as (2B, T) batches of chosen-then-rejected sequences.
 
     Args:
-        tokenizer: the policy's tokenizer, with a chat template.
+        tokenizer: the policy's tokenizer; it needs a chat template unless ``chat_template`` gives one.
         dataset: local file, local directory of split files / ``save_to_disk`` copy, or hub id.
         train_split: split trained on.
-        test_split: split validated on (``None``: no validation).
+        test_split: split validated on (``None``: carve one with ``val_size``, or no validation).
         max_length, max_prompt_length, truncation_mode: see ``TruncationSettings``.
         batch_size: pairs per device per step (a batch holds 2 x batch_size sequences).
         global_batch_size: pairs per optimizer step over all devices (``train.py`` derives gradient
@@ -74,9 +51,16 @@ class PreferenceDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes.
         pad_to_multiple_of: round padded lengths up to a multiple of this.
         max_drop_fraction: largest fraction of unusable rows tolerated per split.
-        seed: seeds the shuffling of the training pairs.
-        chat_template: replaces the tokenizer's chat template (a bundled name such as ``llama3``, or a
-            Jinja string); ``None`` keeps the tokenizer's own. The exported tokenizer carries it too.
+        seed: seeds the shuffling of the training pairs and the carving of ``val_size``.
+        chat_template: replaces the tokenizer's chat template (a bundled name: ``llama3``, ``mistral``,
+            ``gemma2``; or a Jinja string); ``None`` keeps the tokenizer's own. The exported tokenizer carries it.
+        val_size: with ``test_split=None``, the validation rows carved out of train: a fraction in (0, 1) or a
+            count; ``None`` (and no test split): no validation.
+        columns: ``{prompt: ..., chosen: ..., rejected: ...}``, the data set's names for the three fields.
+        bos_policy: ``error`` (a sequence with more than one BOS stops setup) or ``fix`` (extra BOS dropped).
+        num_proc: processes that tokenise (``datasets.map``); ``None`` or 1: this process.
+        cache: reuse tokenised splits from ``<cache root>/tokenized/<fingerprint>/`` (and store them there).
+        report_dir: directory that receives ``data_report.json`` (``None``: the report is only logged).
     """
 
     def __init__(
@@ -95,9 +79,25 @@ class PreferenceDataModule(L.LightningDataModule):
         max_drop_fraction: float = 0.01,
         seed: int = 42,
         chat_template: str | None = None,
+        val_size: float | int | None = None,
+        columns: Mapping[str, str] | None = None,
+        bos_policy: str = "error",
+        num_proc: int | None = None,
+        cache: bool = True,
+        report_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
         override_chat_template(tokenizer, chat_template)
+        if not tokenizer.chat_template:
+            raise ValueError(
+                "the tokenizer has no chat template: set data.chat_template (a bundled name: llama3, mistral, "
+                "gemma2; or a Jinja string)"
+            )
+        if test_split is not None and val_size is not None:
+            raise ValueError(
+                f"data.val_size={val_size} carves validation rows out of train only when data.test_split=null "
+                f"(it is {test_split!r}): set one of them to null"
+            )
         self.tokenizer = tokenizer
         self.dataset = dataset
         self.train_split = train_split
@@ -108,21 +108,178 @@ class PreferenceDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.max_drop_fraction = max_drop_fraction
         self.seed = seed
+        self.val_size = val_size
+        self.columns = dict(columns) if columns else None
+        self.bos_policy = check_policy(bos_policy)
+        self.num_proc = num_proc if num_proc and num_proc > 1 else None
+        self.use_cache = cache
+        self.report_dir = Path(report_dir) if report_dir is not None else None
         pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
         self.collator = PreferenceCollator(pad_token_id=pad_id, pad_to_multiple_of=pad_to_multiple_of)
         self.splits: dict[str, datasets.Dataset] = {}
+        self.report: dict[str, Any] = {"splits": {}}
+        self._prepared: dict[str, tuple[datasets.Dataset, dict[str, Any]] | None] = {}
+        self._tokenizer_digest: str | None = None
         self._train_loader: ResumableDataLoader | None = None
         self._train_loader_state: dict[str, int] | None = None
 
+    # ---- loading and tokenising ----
+
+    def _rows(self, role: str) -> tuple[datasets.Dataset, list[int] | None, str] | None:
+        """(rows, their indices in the split as read or ``None``, split name) of ``role``; ``None``: no such role."""
+        if role == "val" and self.test_split is not None:
+            return load_split(self.dataset, self.test_split), None, self.test_split
+        if role == "val" and self.val_size is None:
+            return None
+        rows = load_split(self.dataset, self.train_split)
+        if self.test_split is not None or self.val_size is None:
+            return rows, None, self.train_split
+        train, val = carve_validation(rows, self.val_size, self.seed)
+        return (*(train if role == "train" else val), self.train_split)
+
+    def _fingerprint(self, rows: datasets.Dataset, columns: dict[str, str], layout: str) -> str:
+        if self._tokenizer_digest is None:
+            self._tokenizer_digest = cache.tokenizer_digest(self.tokenizer)
+        return cache.fingerprint(
+            {
+                "rows": rows._fingerprint,
+                "columns": columns,
+                "layout": layout,
+                "tokenizer": self._tokenizer_digest,
+                "chat_template": self.tokenizer.chat_template,
+                "truncation": asdict(self.truncation),
+                "bos_policy": self.bos_policy,
+                "code": cache.code_digest(),
+            }
+        )
+
+    def _prepare(self, role: str) -> tuple[datasets.Dataset, dict[str, Any]] | None:
+        """The tokenised pairs of ``role`` and its report, from the cache or freshly built (then cached).
+
+        Raises:
+            ValueError: a BOS violation under ``bos_policy=error``, or too many dropped rows.
+        """
+        found = self._rows(role)
+        if found is None:
+            return None
+        rows, source_rows, split = found
+        columns = resolve_columns(rows.column_names, self.columns)
+        renamed = rows.select_columns(list(columns.values())).rename_columns(
+            {name: field for field, name in columns.items() if name != field}
+        )
+        layout = detect_layout(renamed, {field: field for field in columns})
+        key = self._fingerprint(rows, columns, layout)
+        cached = cache.load(key) if self.use_cache else None
+        if cached is not None:
+            pairs, report = cached
+            log.info("%s split %r: tokenised pairs loaded from the cache %s", role, split, cache.entry_dir(key))
+        else:
+            pairs, report = self._tokenize(renamed, source_rows, split, layout)
+            if self.use_cache:
+                cache.save(key, pairs, report)
+        report = {**report, "role": role, "cache": {"fingerprint": key, "hit": cached is not None}}
+        check_drop_fraction(report, self.max_drop_fraction)
+        return pairs, report
+
+    def _tokenize(
+        self, rows: datasets.Dataset, source_rows: list[int] | None, split: str, layout: str
+    ) -> tuple[datasets.Dataset, dict[str, Any]]:
+        encoder = PairEncoder(self.tokenizer, self.truncation, layout, self.bos_policy)
+        encoded = rows.map(
+            encoder,
+            batched=True,
+            batch_size=MAP_BATCH_SIZE,
+            num_proc=self.num_proc,
+            remove_columns=rows.column_names,
+            load_from_cache_file=False,
+            desc=f"tokenising {split} ({layout})",
+        )
+        report = split_report(encoded, source_rows, split=split, layout=layout, bos_policy=self.bos_policy)
+        kept = [i for i, reason in enumerate(encoded["drop_reason"]) if not reason]
+        if self.bos_policy == "error" and self.tokenizer.bos_token_id is not None:
+            self._check_single_bos(rows, encoded, kept, source_rows, split)
+        return encoded.select(kept).select_columns(TOKEN_COLUMNS).flatten_indices(), report
+
+    def _check_single_bos(
+        self,
+        rows: datasets.Dataset,
+        encoded: datasets.Dataset,
+        kept: list[int],
+        source_rows: list[int] | None,
+        split: str,
+    ) -> None:
+        flags = encoded.select_columns(["bos_extra", "bos_in_text"]).to_dict()
+        offending = [i for i in kept if flags["bos_extra"][i]]
+        if not offending:
+            return
+        source = source_rows if source_rows is not None else range(len(rows))
+        raise ValueError(
+            diagnose(
+                self.tokenizer,
+                split,
+                len(rows),
+                [source[i] for i in offending],
+                [source[i] for i in offending if flags["bos_in_text"][i]],
+                rows[offending[0]],
+                encoded[offending[0]]["chosen_input_ids"],
+            )
+        )
+
+    # ---- Lightning hooks ----
+
+    def prepare_data(self) -> None:
+        """Tokenise (and cache) every split once per node, before ``setup`` runs in each process."""
+        for role in ("train", "val"):
+            if role not in self.splits and role not in self._prepared:
+                self._prepared[role] = self._prepare(role)
+
     def setup(self, stage: str | None = None) -> None:
-        """Load and tokenise the splits (once)."""
-        wanted = {"val": self.test_split} if stage == "validate" else {"train": self.train_split, "val": self.test_split}
-        for role, split in wanted.items():
-            if split is None or role in self.splits:
+        """Load (from ``prepare_data`` or the cache) or build the splits of ``stage``; write the report."""
+        roles = ["val"] if stage == "validate" else ["train", "val"]
+        changed = False
+        for role in roles:
+            if role in self.splits:
                 continue
-            rows = load_split(self.dataset, split)
-            self.splits[role] = tokenize_split(rows, self.tokenizer, self.truncation, split, self.max_drop_fraction)
-            log.info("%s split %r: %d pairs", role, split, len(self.splits[role]))
+            prepared = self._prepared.pop(role) if role in self._prepared else self._prepare(role)
+            if prepared is None:
+                if role == "val" and stage != "validate":
+                    log.warning(
+                        "no validation: data.test_split and data.val_size are null, so training runs without "
+                        "validation (set data.val_size to carve a validation set out of %r)",
+                        self.train_split,
+                    )
+                continue
+            self.splits[role], self.report["splits"][role] = prepared
+            log.info(
+                "%s split %r: %d pairs (%s layout)", role, prepared[1]["split"], len(prepared[0]), prepared[1]["layout"]
+            )
+            changed = True
+        if changed:
+            self._publish_report()
+
+    def _publish_report(self) -> None:
+        self.report["validation"] = (
+            "test_split" if self.test_split is not None else "val_size" if self.val_size is not None else "none"
+        )
+        self.report["settings"] = {
+            "dataset": str(self.dataset),
+            **asdict(self.truncation),
+            "bos_policy": self.bos_policy,
+            "columns": self.columns,
+            "val_size": self.val_size,
+            "max_drop_fraction": self.max_drop_fraction,
+        }
+        log.info("data report%s:\n%s", f" ({self.report_dir / REPORT_NAME})" if self.report_dir else "",
+                 format_table(self.report))  # fmt: skip
+        if self.report_dir is not None and self.trainer_is_global_zero():
+            write_report(self.report_dir / REPORT_NAME, self.report)
+
+    def trainer_is_global_zero(self) -> bool:
+        """Whether this process writes shared files (true without a trainer)."""
+        trainer = getattr(self, "trainer", None)
+        return trainer is None or trainer.is_global_zero
+
+    # ---- loaders and state ----
 
     def _loader(self, role: str, shuffle: bool) -> ResumableDataLoader:
         return ResumableDataLoader(
@@ -153,7 +310,12 @@ class PreferenceDataModule(L.LightningDataModule):
         return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
 
     def load_state_dict(self, state: dict[str, dict[str, int]]) -> None:
-        self._train_loader_state = state.get("train_loader")
+        loader_state = state.get("train_loader")
+        if self._train_loader is not None and loader_state is not None:
+            # Sharded strategies restore after setup, once the (not yet iterated) loader exists.
+            self._train_loader.load_state_dict(loader_state)
+        else:
+            self._train_loader_state = loader_state
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader("val", shuffle=False) if "val" in self.splits else []

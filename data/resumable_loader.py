@@ -21,18 +21,22 @@ class EpochShuffleSampler(Sampler[int]):
 
     Every epoch's order depends only on the seed and the epoch number, so a resumed run sees the same
     order. With W processes, the permutation is padded by wrapping around to a multiple of W (as
-    ``DistributedSampler`` does, so no row is dropped) and rank r takes every W-th index from r.
+    ``DistributedSampler`` does, so no row is dropped) and cut into global batches of ``batch_size x W``
+    rows; rank r takes the r-th ``batch_size`` rows of each. So the global batches are the same rows
+    whatever the number of processes (1 process with batch 2b sees what 2 processes with batch b see).
 
     Args:
         size: number of rows in the data set.
         seed: base seed of the shuffling.
         shuffle: ``False`` keeps the data set order (still sharded).
+        batch_size: rows per process per batch.
     """
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
+    def __init__(self, size: int, seed: int, shuffle: bool = True, batch_size: int = 1) -> None:
         self.size = size
         self.seed = seed
         self.shuffle = shuffle
+        self.batch_size = batch_size
         self.epoch = 0
         self.start = 0
 
@@ -45,7 +49,13 @@ class EpochShuffleSampler(Sampler[int]):
             order = list(range(self.size))
         rank, world = _rank_and_world()
         padded = order + order[: (-len(order)) % world]
-        return padded[rank::world]
+        block = self.batch_size * world
+        mine: list[int] = []
+        for start in range(0, len(padded), block):
+            global_batch = padded[start : start + block]
+            share = len(global_batch) // world
+            mine += global_batch[rank * share : (rank + 1) * share]
+        return mine
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices()[self.start :])
@@ -63,7 +73,7 @@ class ResumableDataLoader(DataLoader):
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int, shuffle: bool = True, **kwargs: Any) -> None:
-        self.epoch_sampler = EpochShuffleSampler(len(dataset), seed, shuffle)  # type: ignore[arg-type]
+        self.epoch_sampler = EpochShuffleSampler(len(dataset), seed, shuffle, batch_size)  # type: ignore[arg-type]
         super().__init__(dataset, batch_size=batch_size, sampler=self.epoch_sampler, **kwargs)
         self._epoch = 0
         self._batches_done = 0

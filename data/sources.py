@@ -1,10 +1,12 @@
-"""Find and load the splits of a preference data set: a local file, a local directory, or a hub id."""
+"""Find and load the splits of a preference data set (a local file, a local directory, or a hub id); carve a seeded
+validation set out of train (``data.val_size``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import datasets
+import numpy as np
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -54,3 +56,34 @@ def load_split(dataset: str, split: str) -> datasets.Dataset:
     if dataset.startswith((".", "/", "~")):
         raise FileNotFoundError(f"data.dataset={dataset}: no such file or directory")
     return datasets.load_dataset(dataset, split=split)
+
+
+def validation_count(val_size: float | int, total: int) -> int:
+    """Rows to carve for ``data.val_size``: a fraction in (0, 1) of ``total``, or a count.
+
+    Raises:
+        ValueError: a size that leaves no validation row or no training row (names ``data.val_size``).
+    """
+    if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
+        raise ValueError(f"data.val_size must be a fraction in (0, 1) or a row count, not {val_size!r}")
+    count = round(val_size * total) if isinstance(val_size, float) and val_size < 1 else int(val_size)
+    if not 0 < count < total:
+        raise ValueError(
+            f"data.val_size={val_size} gives {count} validation rows out of {total}: it must leave at least one "
+            "row for validation and one for training"
+        )
+    return count
+
+
+def carve_validation(
+    rows: datasets.Dataset, val_size: float | int, seed: int
+) -> tuple[tuple[datasets.Dataset, list[int]], tuple[datasets.Dataset, list[int]]]:
+    """Split ``rows`` into (train, validation), each with the row indices it holds, by a seeded permutation.
+
+    The same rows, ``val_size`` and ``seed`` always give the same split; both parts keep the original order.
+    """
+    count = validation_count(val_size, len(rows))
+    order = np.random.default_rng(seed).permutation(len(rows))
+    val_indices = sorted(int(i) for i in order[:count])
+    train_indices = sorted(int(i) for i in order[count:])
+    return (rows.select(train_indices), train_indices), (rows.select(val_indices), val_indices)

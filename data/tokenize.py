@@ -1,18 +1,21 @@
-"""Turn one preference row into token ids exactly as the SimPO reference recipe does.
+"""Turn preference rows into token ids exactly as the SimPO reference recipe does.
 
 The recipe (see ``shared/reference/simpo-recipe.md``):
 
-- prompt turns = ``prompt`` when it is a message list, else ``chosen[:-1]``; responses = the last turn of
-  ``chosen`` and ``rejected``;
+- prompt turns and the two assistant turns come from the row's layout (``data/layouts.py``);
 - an empty system message goes first when the chat template mentions a system role;
 - prompt text = chat template over the prompt turns (no generation prompt); each response text = chat
   template over the single assistant turn, with a leading BOS string removed, so the assistant header
   belongs to the response;
 - tokenise with ``add_special_tokens=False``; the prompt starts with exactly one BOS (prepended only if
-  missing), each response ends with EOS (appended only if missing);
+  missing), each response ends with EOS (appended only if missing); any other BOS is an error or, with
+  ``data.bos_policy=fix``, dropped (``data/bos.py``);
 - truncation: if prompt + longer response exceeds ``max_length``, cut the prompt to ``max_prompt_length``
   (``keep_end`` keeps its last tokens but, unlike the reference, keeps the BOS; ``keep_start`` its first);
-  if still too long, cut each response to ``max_length - max_prompt_length``.
+  if still too long, cut each response to ``max_length - max_prompt_length`` (never to zero tokens).
+
+``PairEncoder`` does this for a batch of rows (``datasets.map(batched=True)``) and records, per row, why it was
+dropped, the BOS found and repaired, its lengths and whether it was truncated; ``encode_pair`` does one row.
 """
 
 from __future__ import annotations
@@ -20,19 +23,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
+from data.bos import check_policy, count_extra_bos, remove_extra_bos, texts_hold
+from data.layouts import BAD_ROW_REASONS, BadRowError, Message, detect_row_layout, row_to_turns
+
 IGNORE_INDEX = -100
+TOKEN_COLUMNS = ["chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"]
+STAT_COLUMNS = {
+    "drop_reason": "",
+    "bos_extra": 0,
+    "bos_in_text": False,
+    "prompt_tokens": 0,
+    "chosen_tokens": 0,
+    "rejected_tokens": 0,
+    "prompt_truncated": False,
+    "response_truncated": False,
+}
 
-Message = dict[str, str]
-
-
-class BadRowError(ValueError):
-    """A row that cannot become a training pair; ``reason`` is a short machine-readable cause."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
+__all__ = ["IGNORE_INDEX", "BadRowError", "PairEncoder", "TruncationSettings", "encode_pair", "truncate"]
 
 
 @dataclass(frozen=True)
@@ -59,28 +69,9 @@ class TruncationSettings:
             raise ValueError(f"data.truncation_mode must be keep_end or keep_start, not {self.truncation_mode!r}")
 
 
-def split_turns(row: dict[str, Any]) -> tuple[list[Message], Message, Message]:
-    """Return (prompt turns, chosen assistant turn, rejected assistant turn) of a row.
-
-    Raises:
-        BadRowError: when a field is missing or is not a message list ending with the assistant.
-    """
-    responses = []
-    for key in ("chosen", "rejected"):
-        value = row.get(key)
-        if not isinstance(value, list) or not value:
-            raise BadRowError(f"{key}_not_message_list", f"'{key}' must be a non-empty list of messages")
-        last = value[-1]
-        if not isinstance(last, dict) or last.get("role") != "assistant":
-            raise BadRowError(f"{key}_last_turn_not_assistant", f"the last turn of '{key}' must be the assistant's")
-        if not isinstance(last.get("content"), str) or not last["content"].strip():
-            raise BadRowError(f"{key}_blank_content", f"the assistant turn of '{key}' has no text")
-        responses.append(last)
-    prompt = row.get("prompt")
-    turns = prompt if isinstance(prompt, list) else row["chosen"][:-1]
-    if not turns:
-        raise BadRowError("empty_prompt", "the row has no prompt turns")
-    return list(turns), responses[0], responses[1]
+def split_turns(row: dict[str, Any], layout: str | None = None) -> tuple[list[Message], Message, Message]:
+    """(prompt turns, chosen turn, rejected turn) of a row; the layout is detected from the row when not given."""
+    return row_to_turns(row, layout or detect_row_layout(row))
 
 
 def _strip_prefix(text: str, prefix: str | None) -> str:
@@ -90,19 +81,30 @@ def _strip_prefix(text: str, prefix: str | None) -> str:
 def template_texts(
     tokenizer: PreTrainedTokenizerBase, prompt: list[Message], chosen: Message, rejected: Message
 ) -> tuple[str, str, str]:
-    """Chat-templated (prompt, chosen, rejected) texts of the reference recipe."""
+    """Chat-templated (prompt, chosen, rejected) texts of the reference recipe.
+
+    Raises:
+        ValueError: the tokenizer has no chat template, or the template fails (names ``data.chat_template``).
+    """
     template = tokenizer.chat_template
     if not template:
         raise ValueError(
-            "the tokenizer has no chat template: set data.chat_template (a bundled name or a Jinja string)"
+            "the tokenizer has no chat template: set data.chat_template (a bundled name: llama3, mistral, gemma2; "
+            "or a Jinja string)"
         )
     if "system" in template and prompt[0].get("role") != "system":
         prompt = [{"role": "system", "content": ""}, *prompt]
-    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False)
-    chosen_text, rejected_text = (
-        _strip_prefix(tokenizer.apply_chat_template([turn], tokenize=False), tokenizer.bos_token)
-        for turn in (chosen, rejected)
-    )
+    try:
+        prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False)
+        chosen_text, rejected_text = (
+            _strip_prefix(tokenizer.apply_chat_template([turn], tokenize=False), tokenizer.bos_token)
+            for turn in (chosen, rejected)
+        )
+    except TemplateError as error:
+        raise ValueError(
+            f"the chat template failed ({error}); the recipe renders the prompt turns and each assistant turn on "
+            "its own: set data.chat_template to a template that allows that (bundled: llama3, mistral, gemma2)"
+        ) from error
     return prompt_text, chosen_text, rejected_text
 
 
@@ -125,32 +127,104 @@ def truncate(
     return prompt, chosen, rejected
 
 
+class PairEncoder:
+    """Encode batches of rows (canonical ``prompt`` / ``chosen`` / ``rejected`` fields) into training pairs.
+
+    Args:
+        tokenizer: the policy's tokenizer, with a chat template.
+        settings: truncation limits.
+        layout: the data set's layout (``data/layouts.py``).
+        bos_policy: ``error`` (offending rows are only flagged; the caller stops) or ``fix`` (repaired).
+
+    ``__call__`` returns, per row, the ``TOKEN_COLUMNS`` (empty lists for dropped rows) and the ``STAT_COLUMNS``.
+    """
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, settings: TruncationSettings, layout: str, bos_policy: str = "error"
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.layout = layout
+        self.bos_policy = check_policy(bos_policy)
+
+    def assemble(self, prompt: list[int], chosen: list[int], rejected: list[int]) -> dict[str, Any]:
+        """Ids of one pair from the tokenised texts: BOS/EOS rules, BOS check, truncation, labels."""
+        bos, eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
+        stats: dict[str, Any] = {}
+        if bos is not None:
+            if not prompt or prompt[0] != bos:
+                prompt = [bos, *prompt]
+            stats["bos_extra"] = count_extra_bos(prompt, chosen, rejected, bos)
+            if stats["bos_extra"] and self.bos_policy == "fix":
+                prompt, chosen, rejected = remove_extra_bos(prompt, chosen, rejected, bos)
+        if eos is not None:
+            chosen, rejected = ([*ids, eos] if not ids or ids[-1] != eos else ids for ids in (chosen, rejected))
+        stats.update(prompt_tokens=len(prompt), chosen_tokens=len(chosen), rejected_tokens=len(rejected))
+        cut_prompt, cut_chosen, cut_rejected = truncate(prompt, chosen, rejected, self.settings, bos)
+        if not cut_chosen or not cut_rejected:
+            raise BadRowError("empty_response_after_truncation", "a response has no tokens left after truncation")
+        stats["prompt_truncated"] = len(cut_prompt) < len(prompt)
+        stats["response_truncated"] = len(cut_chosen) < len(chosen) or len(cut_rejected) < len(rejected)
+        for name, response in (("chosen", cut_chosen), ("rejected", cut_rejected)):
+            stats[f"{name}_input_ids"] = cut_prompt + response
+            stats[f"{name}_labels"] = [IGNORE_INDEX] * len(cut_prompt) + response
+        return stats
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        size = len(next(iter(batch.values())))
+        out: dict[str, list[Any]] = {column: [[] for _ in range(size)] for column in TOKEN_COLUMNS}
+        out.update({column: [default] * size for column, default in STAT_COLUMNS.items()})
+        rows = [{field: values[i] for field, values in batch.items()} for i in range(size)]
+        texts: list[str] = []
+        positions: list[int] = []
+        for i, row in enumerate(rows):
+            try:
+                texts.extend(template_texts(self.tokenizer, *row_to_turns(row, self.layout)))
+                positions.append(i)
+            except BadRowError as error:
+                out["drop_reason"][i] = error.reason
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        for k, i in enumerate(positions):
+            try:
+                pair = self.assemble(*ids[3 * k : 3 * k + 3])
+            except BadRowError as error:
+                out["drop_reason"][i] = error.reason
+                continue
+            for column, value in pair.items():
+                out[column][i] = value
+            if pair.get("bos_extra"):
+                out["bos_in_text"][i] = texts_hold(rows[i], self.tokenizer.bos_token)
+        return out
+
+
 def encode_pair(
-    row: dict[str, Any], tokenizer: PreTrainedTokenizerBase, settings: TruncationSettings
+    row: dict[str, Any],
+    tokenizer: PreTrainedTokenizerBase,
+    settings: TruncationSettings,
+    layout: str | None = None,
+    bos_policy: str = "error",
 ) -> dict[str, list[int]]:
     """Token ids and labels of one pair.
+
+    Args:
+        row: a row with ``prompt`` / ``chosen`` / ``rejected`` fields (any layout; detected when not given).
+        bos_policy: ``error`` raises on a second BOS; ``fix`` drops it.
 
     Returns:
         ``chosen_input_ids``, ``chosen_labels``, ``rejected_input_ids``, ``rejected_labels``: lists of
         equal length per response, labels set to ``IGNORE_INDEX`` on prompt positions.
 
     Raises:
-        BadRowError: for rows the recipe cannot use (see ``split_turns``) or an empty response.
+        BadRowError: for rows the recipe cannot use (see ``data/layouts.py``) or an empty response.
+        ValueError: a second BOS under ``bos_policy=error``.
     """
-    prompt_text, chosen_text, rejected_text = template_texts(tokenizer, *split_turns(row))
-    prompt, chosen, rejected = (
-        tokenizer(text, add_special_tokens=False)["input_ids"] for text in (prompt_text, chosen_text, rejected_text)
-    )
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    if bos is not None and (not prompt or prompt[0] != bos):
-        prompt = [bos, *prompt]
-    if eos is not None:
-        chosen, rejected = ([*ids, eos] if not ids or ids[-1] != eos else ids for ids in (chosen, rejected))
-    prompt, chosen, rejected = truncate(prompt, chosen, rejected, settings, bos)
-    if not chosen or not rejected:
-        raise BadRowError("empty_response_after_truncation", "a response has no tokens left after truncation")
-    out: dict[str, list[int]] = {}
-    for name, response in (("chosen", chosen), ("rejected", rejected)):
-        out[f"{name}_input_ids"] = prompt + response
-        out[f"{name}_labels"] = [IGNORE_INDEX] * len(prompt) + response
-    return out
+    encoder = PairEncoder(tokenizer, settings, layout or detect_row_layout(row), bos_policy)
+    out = encoder({field: [value] for field, value in row.items()})
+    if out["drop_reason"][0]:
+        reason = out["drop_reason"][0]
+        raise BadRowError(reason, BAD_ROW_REASONS[reason])
+    if out["bos_extra"][0] and bos_policy == "error":
+        raise ValueError(
+            f"the pair holds {out['bos_extra'][0]} BOS tokens besides the leading one: set data.bos_policy=fix"
+        )
+    return {column: out[column][0] for column in TOKEN_COLUMNS}

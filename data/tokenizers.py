@@ -6,6 +6,12 @@ Bundled names (no download needed):
   tiktoken format, converted once to a Hugging Face fast tokenizer, given the Llama 3 instruct chat
   template, and cached under ``$SIMPO_CACHE`` (default ``~/.cache/simpo``). Like the released tokenizer it
   prepends ``<|begin_of_text|>`` when special tokens are requested, and its EOS is ``<|eot_id|>``.
+- ``mistral-v1`` / ``mistral-v3``: the Mistral-7B (v0.1/v0.2) and Instruct-v0.3 SentencePiece vocabularies shipped
+  by the ``mistral-common`` pip package, converted to fast tokenizers (BOS ``<s>`` = 1 prepended when special
+  tokens are requested, EOS ``</s>`` = 2) and given the bundled ``mistral`` chat template
+  (see ``data/mistral_tokenizers.py``).
+
+Bundled chat templates (``data/chat_templates/<name>.jinja``): ``llama3``, ``mistral``, ``gemma2``.
 """
 
 from __future__ import annotations
@@ -71,7 +77,20 @@ def _build_llama3(target: Path) -> None:
     tokenizer.save_pretrained(target)
 
 
-BUNDLED: dict[str, Callable[[Path], None]] = {"llama3": _build_llama3}
+def _mistral_builder(name: str) -> Callable[[Path], None]:
+    def build(target: Path) -> None:
+        from data.mistral_tokenizers import build_mistral
+
+        build_mistral(name, target, bundled_chat_template("mistral"))
+
+    return build
+
+
+BUNDLED: dict[str, Callable[[Path], None]] = {
+    "llama3": _build_llama3,
+    "mistral-v1": _mistral_builder("mistral-v1"),
+    "mistral-v3": _mistral_builder("mistral-v3"),
+}
 
 
 def bundled_tokenizer_dir(name: str) -> Path:
@@ -98,14 +117,21 @@ def bundled_tokenizer_dir(name: str) -> Path:
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    """Load a tokenizer by bundled name (``llama3``), local directory or Hugging Face hub id."""
+    """Load a tokenizer by bundled name (``llama3``, ``mistral-v1``, ``mistral-v3``), local directory or hub id."""
     source = str(bundled_tokenizer_dir(name_or_path)) if name_or_path in BUNDLED else name_or_path
     return AutoTokenizer.from_pretrained(source)
 
 
 def override_chat_template(tokenizer: PreTrainedTokenizerBase, chat_template: str | None) -> None:
-    """Replace the tokenizer's chat template by a bundled one (by name) or a Jinja string; ``None`` keeps it."""
+    """Replace the tokenizer's chat template by a bundled one (by name) or a Jinja string; ``None`` keeps it.
+
+    Raises:
+        ValueError: an unknown bundled name (the message lists the bundled templates and ``data.chat_template``).
+    """
     if chat_template is None:
         return
     is_name = "{" not in chat_template
-    tokenizer.chat_template = bundled_chat_template(chat_template) if is_name else chat_template
+    try:
+        tokenizer.chat_template = bundled_chat_template(chat_template) if is_name else chat_template
+    except ValueError as error:
+        raise ValueError(f"data.chat_template={chat_template!r}: {error}, or give a Jinja string") from None
