@@ -36,7 +36,9 @@ def run_preference(cfg: DictConfig, policy: LoadedPolicy, loss: SimPOLoss, run_d
     datamodule = instantiate(cfg.data, tokenizer=policy.tokenizer)
     datamodule.setup("validate")
     if "val" not in datamodule.splits:
-        raise ValueError("the preference task needs pairs: set data.test_split (or data.dataset to a single file)")
+        raise ValueError(
+            "the preference task needs pairs: set data.test_split, data.val_size, or data.dataset to a single file"
+        )
     module = SimPOModule(policy.model, loss)
     pairs = pair_rewards(module, datamodule.val_dataloader(), cfg.preference.max_pairs)
     metrics = preference_metrics(pairs, loss, cfg.preference.length_buckets)

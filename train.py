@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from data.tokenizers import load_tokenizer
-from simpo.checkpoint_io import AtomicCheckpointIO
+from simpo.checkpoint_io import AtomicCheckpointIO, checkpoint_global_step
 from simpo.global_batch import accumulation_steps
 from simpo.loggers import drop_rows_from_step
 from simpo.module import SimPOModule
@@ -40,30 +40,51 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
         return None
     if ckpt_path == "auto":
         last = run_dir / "checkpoints" / "last.ckpt"
-        return str(last) if last.is_file() else None
+        return str(last) if last.exists() else None
     path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
-    if not path.is_file():
+    if not path.exists():  # a file, or a directory for sharded (FSDP) checkpoints
         hint = " (set hydra.run.dir to the run directory to resume)" if ckpt_path == "last" else ""
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path}{hint}")
     return str(path)
 
 
 def build_module(cfg: DictConfig, tokenizer: Any) -> SimPOModule:
-    """The policy (loaded or random-initialised) wrapped with the SimPO loss and optimiser settings."""
+    """The policy (loaded or random-initialised) wrapped with the SimPO loss and optimiser settings.
+
+    Under ``strategy=fsdp`` with ``fsdp.meta_init`` the policy's parameters stay on the meta device; global
+    rank 0 builds the full weights (re-seeded, so a random init equals a 1-process run's) when sharding.
+    """
+    fsdp = OmegaConf.to_container(cfg.fsdp, resolve=True) if cfg.get("fsdp") else None
+    options = {
+        "name_or_path": cfg.model.name_or_path,
+        "architecture": OmegaConf.to_container(cfg.model.architecture) if cfg.model.architecture else None,
+        "dtype": cfg.model.dtype,
+        "attn_implementation": cfg.model.attn_implementation,
+    }
+
+    def full_weights() -> dict[str, torch.Tensor]:
+        L.seed_everything(cfg.seed, verbose=False)
+        return build_policy(tokenizer, **options).state_dict()
+
+    meta_init = bool(fsdp and fsdp.get("meta_init", True))
     policy = build_policy(
         tokenizer,
-        name_or_path=cfg.model.name_or_path,
-        architecture=OmegaConf.to_container(cfg.model.architecture) if cfg.model.architecture else None,
-        dtype=cfg.model.dtype,
-        attn_implementation=cfg.model.attn_implementation,
+        **options,
         gradient_checkpointing=cfg.model.get("gradient_checkpointing", False),
+        compile_layers=cfg.model.get("compile", False),
+        empty_init=meta_init,
     )
+    loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
+    chunk_size = loss_cfg.pop("chunk_size", None)  # a forward-pass setting of the module, not of SimPOLoss
     return SimPOModule(
         policy,
-        instantiate(cfg.loss),
+        instantiate(loss_cfg),
+        chunk_size=chunk_size,
         **OmegaConf.to_container(cfg.optimizer),
         tokenizer=tokenizer,
         config=OmegaConf.to_container(cfg, resolve=True),
+        fsdp=fsdp,
+        full_weights=full_weights if meta_init else None,
     )
 
 
@@ -99,11 +120,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     set_accumulation(trainer, cfg)
 
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
-    if ckpt_path is not None:  # rows a crashed run logged after its last checkpoint are logged again
-        drop_rows_from_step(
-            run_dir / "metrics.csv", torch.load(ckpt_path, map_location="cpu", weights_only=False)["global_step"]
-        )
-    if cfg.validate_before_training and ckpt_path is None and cfg.data.test_split is not None:
+    if ckpt_path is not None and trainer.is_global_zero:  # rows logged after the checkpoint are logged again
+        drop_rows_from_step(run_dir / "metrics.csv", checkpoint_global_step(ckpt_path))
+    has_validation = cfg.data.test_split is not None or cfg.data.get("val_size") is not None
+    if cfg.validate_before_training and ckpt_path is None and has_validation:
         trainer.validate(module, datamodule=datamodule)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}

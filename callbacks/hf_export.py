@@ -7,15 +7,20 @@ import shutil
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.strategies import ModelParallelStrategy
+
+from simpo.fsdp import gather_full_state_dict
 
 log = logging.getLogger(__name__)
 
 
 class HFExport(L.Callback):
-    """Write ``policy.save_pretrained`` (safetensors) and the tokenizer (with its chat template) to ``dirpath``.
+    """Write ``policy.save_pretrained`` (safetensors shards) and the tokenizer (with its chat template).
 
-    The files are written to ``<dirpath>.tmp`` on global rank 0 and renamed into place, so ``dirpath``
-    is either complete or absent. The result loads with ``AutoModelForCausalLM.from_pretrained``.
+    Under FSDP the full state dict is gathered to CPU on global rank 0 only (every rank takes part), so the
+    export works for models larger than one process's share of memory. The files are written to
+    ``<dirpath>.tmp`` on rank 0 and renamed into place, so ``dirpath`` is either complete or absent. The
+    result loads with ``AutoModelForCausalLM.from_pretrained``.
 
     Args:
         dirpath: target directory (``<run dir>/hf`` in the default configuration).
@@ -27,13 +32,17 @@ class HFExport(L.Callback):
         self.max_shard_size = max_shard_size
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        tmp = self.dirpath.with_name(self.dirpath.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        pl_module.policy.save_pretrained(tmp, safe_serialization=True, max_shard_size=self.max_shard_size)
-        if pl_module.tokenizer is not None:
-            pl_module.tokenizer.save_pretrained(tmp)
-        shutil.rmtree(self.dirpath, ignore_errors=True)
-        tmp.rename(self.dirpath)
-        log.info("exported the policy in Hugging Face format to %s", self.dirpath)
+        sharded = isinstance(trainer.strategy, ModelParallelStrategy)
+        state_dict = gather_full_state_dict(pl_module.policy) if sharded else None
+        if trainer.is_global_zero:
+            tmp = self.dirpath.with_name(self.dirpath.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            pl_module.policy.save_pretrained(
+                tmp, state_dict=state_dict, safe_serialization=True, max_shard_size=self.max_shard_size
+            )
+            if pl_module.tokenizer is not None:
+                pl_module.tokenizer.save_pretrained(tmp)
+            shutil.rmtree(self.dirpath, ignore_errors=True)
+            tmp.rename(self.dirpath)
+            log.info("exported the policy in Hugging Face format to %s", self.dirpath)
+        trainer.strategy.barrier("hf_export")

@@ -2,21 +2,44 @@
 
 from __future__ import annotations
 
+import types
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import ModelParallelStrategy
+from torch.distributed.fsdp import register_fsdp_forward_method
+from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from simpo.logprobs import SequenceLogps, sequence_logps, sequence_logps_from_hidden
+from simpo.chunked_logprobs import chunked_sequence_logps
+from simpo.fsdp import materialize, shard_policy
+from simpo.logprobs import SequenceLogps, sequence_logps
 from simpo.loss import SimPOLoss
 from simpo.optim import build_optimizer
 from simpo.rng import rng_states, set_rng_states
 
 # Causal LMs whose logits are exactly ``lm_head(model(...).last_hidden_state)`` (Gemma 2 adds a soft cap,
-# applied by ``sequence_logps_from_hidden``). For these only the labelled positions are projected onto the
-# vocabulary; any other architecture takes the plain full-logits path.
+# applied by ``chunked_sequence_logps``). For these only the labelled positions are projected onto the
+# vocabulary, ``chunk_size`` tokens at a time; any other architecture takes the plain full-logits path.
 LABELLED_ONLY_MODEL_TYPES = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"})
+
+
+def _labelled_logps(
+    policy: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(2B,) log-prob sums, label counts and logit sums from the decoder's final hidden states, projecting only
+    the labelled positions onto the vocabulary, ``chunk_size`` tokens at a time (bound to the policy)."""
+    hidden = policy.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (2B, T, H)
+    softcap = getattr(policy.config, "final_logit_softcapping", None)
+    stats = chunked_sequence_logps(hidden, labels, policy.lm_head, chunk_size, softcap)
+    return stats.logp_sum, stats.token_count, stats.logit_sum
 
 
 class SimPOModule(L.LightningModule):
@@ -25,15 +48,22 @@ class SimPOModule(L.LightningModule):
     Args:
         policy: the causal LM (dropout already disabled).
         loss: the SimPO objective.
+        chunk_size: labelled tokens projected onto the vocabulary at a time (``loss.chunk_size``), so the
+            largest vocabulary-sized buffer is (chunk_size, V); ``None`` builds the full (2B, T, V) logits.
         lr, weight_decay, betas, eps, warmup_ratio: AdamW and warmup-cosine schedule settings.
         tokenizer: kept beside the policy so callbacks can export both; not part of the checkpoint.
         config: the run's resolved configuration, stored in the checkpoint's hyper-parameters.
+        fsdp: FSDP2 options (``cpu_offload``, ``reshard_after_forward``) used when the trainer's strategy is
+            a ``ModelParallelStrategy``.
+        full_weights: for a policy built with its parameters on the meta device: returns the full weights
+            (called on global rank 0 only, then broadcast into the shards).
     """
 
     def __init__(
         self,
         policy: PreTrainedModel,
         loss: SimPOLoss,
+        chunk_size: int | None = 1024,
         lr: float = 1e-6,
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -41,12 +71,43 @@ class SimPOModule(L.LightningModule):
         warmup_ratio: float = 0.1,
         tokenizer: PreTrainedTokenizerBase | None = None,
         config: dict[str, Any] | None = None,
+        fsdp: dict[str, Any] | None = None,
+        full_weights: Callable[[], dict[str, torch.Tensor]] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["policy", "loss", "tokenizer"])
+        if chunk_size is not None and (type(chunk_size) is not int or chunk_size < 1):
+            raise ValueError(f"loss.chunk_size must be a positive number of tokens or null, not {chunk_size!r}")
+        self.chunk_size = chunk_size
+        self.save_hyperparameters(ignore=["policy", "loss", "tokenizer", "full_weights"])
         self.policy = policy
         self.loss_fn = loss
         self.tokenizer = tokenizer
+        self.full_weights = full_weights
+        self._sharded = False
+        # A method of the policy itself, so that under FSDP the root unit's weights (embeddings, final norm,
+        # lm_head) are gathered around it like around forward (register_fsdp_forward_method).
+        policy.simpo_labelled_logps = types.MethodType(partial(_labelled_logps, chunk_size=chunk_size), policy)
+
+    def configure_model(self) -> None:
+        """Under ``ModelParallelStrategy``: shard the policy with FSDP2 and, if it was built on the meta
+        device, allocate the shards and fill them from rank 0's full weights. Otherwise nothing."""
+        strategy = self.trainer.strategy
+        if self._sharded or not isinstance(strategy, ModelParallelStrategy):
+            return
+        options = self.hparams.get("fsdp") or {}
+        shard_policy(
+            self.policy,
+            strategy.device_mesh["data_parallel"],
+            str(self.trainer.precision),
+            cpu_offload=options.get("cpu_offload", False),
+            reshard_after_forward=options.get("reshard_after_forward", True),
+        )
+        register_fsdp_forward_method(self.policy, "simpo_labelled_logps")
+        if any(p.is_meta for p in self.policy.parameters()):
+            if self.full_weights is None:
+                raise ValueError("the policy was built on the meta device but no full weights were given")
+            materialize(self.policy, strategy.root_device, self.full_weights if self.trainer.is_global_zero else None)
+        self._sharded = True
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[SequenceLogps, SequenceLogps]:
         """Per-sequence statistics of the chosen and rejected halves.
@@ -58,10 +119,8 @@ class SimPOModule(L.LightningModule):
             (chosen, rejected) ``SequenceLogps`` with (B,) fields.
         """
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        if self.policy.config.model_type in LABELLED_ONLY_MODEL_TYPES:
-            hidden = self.policy.model(**inputs).last_hidden_state  # (2B, T, H)
-            softcap = getattr(self.policy.config, "final_logit_softcapping", None)
-            stats = sequence_logps_from_hidden(hidden, batch["labels"], self.policy.lm_head, softcap)
+        if self.chunk_size is not None and self.policy.config.model_type in LABELLED_ONLY_MODEL_TYPES:
+            stats = SequenceLogps(*self.policy.simpo_labelled_logps(**inputs, labels=batch["labels"]))
         else:
             stats = sequence_logps(self.policy(**inputs).logits, batch["labels"])  # (2B,) fields
         return stats.split(batch["input_ids"].shape[0] // 2)
@@ -89,7 +148,7 @@ class SimPOModule(L.LightningModule):
             on_step=training,
             on_epoch=not training,
             batch_size=n_pairs,
-            sync_dist=not training,
+            sync_dist=True,  # every process has as many pairs, so the mean of means is the global mean
             prog_bar=False,
         )
         return out.loss
@@ -103,11 +162,15 @@ class SimPOModule(L.LightningModule):
         self._step(batch, "val")
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Log the total gradient norm (before clipping) of the accumulated gradients."""
+        """Log the total gradient norm (before clipping) of the accumulated gradients (over all shards)."""
         grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
-        if grads:
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
-            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+        if not grads:
+            return
+        squares = torch.stack([(g.to_local() if isinstance(g, DTensor) else g).float().pow(2).sum() for g in grads])
+        total = squares.sum()
+        if self._sharded:  # each process holds a disjoint shard of every gradient
+            torch.distributed.all_reduce(total)
+        self.log("train/grad_norm", total.sqrt(), on_step=True, on_epoch=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the RNG states (Python, NumPy, torch CPU and CUDA) for exact resume."""

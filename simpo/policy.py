@@ -70,6 +70,8 @@ def build_policy(
     dtype: str = "float32",
     attn_implementation: str = "auto",
     gradient_checkpointing: bool = False,
+    compile_layers: bool = False,
+    empty_init: bool = False,
 ) -> PreTrainedModel:
     """Load ``name_or_path`` (hub id or local dir), or build ``architecture`` with random weights.
 
@@ -82,15 +84,14 @@ def build_policy(
         dtype: parameter dtype, ``float32`` | ``bfloat16`` | ``float16``.
         attn_implementation: ``auto`` | ``sdpa`` | ``eager`` | ``flash_attention_2`` | ...
         gradient_checkpointing: recompute each decoder layer's activations in the backward pass.
+        compile_layers: ``torch.compile`` each decoder layer (the classes of ``_no_split_modules``).
+        empty_init: create the parameters on the meta device (no memory, buffers real) for FSDP to shard
+            and fill later (``simpo.fsdp.materialize``); the weights are then neither loaded nor initialised.
     """
     torch_dtype = resolve_dtype(dtype)
     attn = resolve_attn_implementation(attn_implementation, torch_dtype)
     if name_or_path is not None:
         config = AutoConfig.from_pretrained(name_or_path)
-        zero_dropout_fields(config)
-        model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, config=config, dtype=torch_dtype, attn_implementation=attn
-        )
     elif architecture:
         fields = dict(architecture)
         model_type = fields.pop("model_type")
@@ -99,10 +100,20 @@ def build_policy(
         fields.setdefault("eos_token_id", tokenizer.eos_token_id)
         fields.setdefault("pad_token_id", tokenizer.pad_token_id)
         config = AutoConfig.for_model(model_type, **fields)
-        zero_dropout_fields(config)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation=attn)
     else:
         raise ValueError("set model.name_or_path (hub id or local dir) or model.architecture (random init)")
+    zero_dropout_fields(config)
+    if empty_init:
+        from simpo.fsdp import parameters_on_meta
+
+        with parameters_on_meta():
+            model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation=attn)
+    elif name_or_path is not None:
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, config=config, dtype=torch_dtype, attn_implementation=attn
+        )
+    else:
+        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation=attn)
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         raise ValueError(
             f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only "
@@ -112,6 +123,12 @@ def build_policy(
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
+    if compile_layers:
+        from simpo.fsdp import decoder_layer_classes
+
+        layer_types = decoder_layer_classes(model)
+        for layer in (m for m in model.modules() if isinstance(m, layer_types)):
+            layer.compile()
     log.info(
         "policy: %s, %.1fM parameters, %s, attention=%s",
         type(model).__name__,

@@ -42,6 +42,7 @@ def test_recipe_values(tmp_path, name):
     assert cfg.trainer.max_epochs == 1 and cfg.optimizer.warmup_ratio == 0.1
     assert cfg.trainer.precision == "bf16-mixed" and cfg.model.gradient_checkpointing is True
     assert cfg.seed == 42
+    assert cfg.trainer.strategy._target_ == "simpo.fsdp.AtomicModelParallelStrategy" and cfg.fsdp.meta_init
     assert cfg.model.attn_implementation == ("eager" if name.startswith("gemma") else "auto")
 
 

@@ -1,0 +1,152 @@
+"""FSDP2 (``fully_shard``) for Hugging Face causal LMs under Lightning's ``ModelParallelStrategy``.
+
+Each decoder layer (the classes the model lists in ``_no_split_modules``, so Llama, Mistral, Gemma 2 and
+Qwen need no code here) becomes its own FSDP unit, then the root. The policy can be built with its
+parameters on the meta device (buffers stay real), so no rank but rank 0 ever holds a full copy: rank 0
+builds or loads the full weights once and they are broadcast into the shards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.strategies import ModelParallelStrategy
+from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+
+log = logging.getLogger(__name__)
+
+MIXED_PRECISION = {  # trainer.precision -> FSDP2 (param dtype, gradient reduction dtype)
+    "bf16-mixed": (torch.bfloat16, torch.float32),
+    "bf16-true": (torch.bfloat16, torch.bfloat16),
+    "16-mixed": (torch.float16, torch.float32),
+}
+
+
+def decoder_layer_classes(model: nn.Module) -> tuple[type[nn.Module], ...]:
+    """The module classes named in the model's ``_no_split_modules`` (its decoder layers)."""
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    classes = {type(m) for m in model.modules() if type(m).__name__ in names}
+    if not classes:
+        raise ValueError(
+            f"{type(model).__name__} names no decoder layer in _no_split_modules: FSDP cannot find its units"
+        )
+    return tuple(classes)
+
+
+def shard_policy(
+    model: nn.Module,
+    mesh: DeviceMesh,
+    precision: str,
+    cpu_offload: bool = False,
+    reshard_after_forward: bool = True,
+) -> None:
+    """Apply ``fully_shard`` to every decoder layer, then to the root, in place.
+
+    Args:
+        mesh: the data-parallel device mesh.
+        precision: ``trainer.precision``; ``bf16-mixed`` computes with bf16 parameters and reduces gradients
+            in fp32, ``32-true`` stays fp32 throughout.
+        cpu_offload: keep the sharded parameters, gradients and optimizer state in CPU memory.
+        reshard_after_forward: free each layer's gathered parameters after its forward (ZeRO-3); False keeps
+            them until backward (ZeRO-2-like: more memory, less communication).
+    """
+    kwargs: dict[str, Any] = {"mesh": mesh, "reshard_after_forward": reshard_after_forward}
+    if precision in MIXED_PRECISION:
+        param_dtype, reduce_dtype = MIXED_PRECISION[precision]
+        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
+    if cpu_offload:
+        kwargs["offload_policy"] = CPUOffloadPolicy()
+    layer_types = decoder_layer_classes(model)
+    layers = [m for m in model.modules() if isinstance(m, layer_types)]
+    for layer in layers:
+        fully_shard(layer, **kwargs)
+    fully_shard(model, **kwargs)
+    log.info("FSDP: %d %s units + root, precision %s, cpu_offload=%s", len(layers),
+             "/".join(t.__name__ for t in layer_types), precision, cpu_offload)  # fmt: skip
+
+
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Create modules with their parameters on the meta device (no memory) and their buffers real.
+
+    Buffers (rotary frequencies, ...) are small and often not in the state dict, so they are computed as
+    usual; parameters are filled later by ``materialize``.
+    """
+    original = nn.Module.register_parameter
+
+    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        original(module, name, param)
+        if param is not None and not param.is_meta:  # a meta parameter (tied weights) keeps its identity
+            kind = type(param)
+            module._parameters[name] = kind(param.to("meta"), requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original  # type: ignore[method-assign]
+
+
+def materialize(model: nn.Module, device: torch.device, full_state_dict: Callable[[], dict] | None) -> None:
+    """Allocate the (sharded) meta parameters on ``device`` and fill them from rank 0's full state dict.
+
+    Args:
+        full_state_dict: on global rank 0, a function returning the full weights (a CPU state dict); ``None``
+            on the other ranks, which receive their shards by broadcast.
+    """
+    buffers = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
+    model.to_empty(device=device)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            buffer.copy_(buffers[name])
+    weights = full_state_dict() if full_state_dict is not None else {}
+    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+
+
+def gather_full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The full (unsharded) state dict on CPU on global rank 0 (empty elsewhere); every rank must call it."""
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+class AtomicModelParallelStrategy(ModelParallelStrategy):
+    """``ModelParallelStrategy`` for pure FSDP whose checkpoints appear atomically.
+
+    ``data_parallel_size="all"`` (the default) shards over every process (devices x nodes; Lightning's own
+    ``"auto"`` means one group per node). A sharded checkpoint is a directory written by every rank; it is
+    written as ``.<name>.tmp`` and, once all ranks are done, renamed into place by rank 0, so ``last.ckpt``
+    is always a complete checkpoint.
+    """
+
+    def __init__(self, data_parallel_size: int | str = "all", tensor_parallel_size: int = 1, **kwargs: Any) -> None:
+        super().__init__(data_parallel_size=data_parallel_size, tensor_parallel_size=tensor_parallel_size, **kwargs)  # type: ignore[arg-type]
+
+    def setup_environment(self) -> None:
+        if self._data_parallel_size == "all":
+            self._data_parallel_size = self.world_size
+        super().setup_environment()
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
+        target = Path(self.broadcast(str(filepath)))
+        tmp = target.with_name(f".{target.name}.tmp")
+        if self.global_rank == 0 and tmp.exists():
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        self.barrier("checkpoint_tmp_clean")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        self.barrier("checkpoint_written")
+        if self.global_rank == 0:
+            old = target.with_name(f".{target.name}.old")
+            if target.exists():
+                target.rename(old)
+            tmp.rename(target)
+            if old.exists():
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+        self.barrier("checkpoint_renamed")
