@@ -8,9 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_only
+
 
 def write_status(run_dir: Path, status: str, metrics: dict[str, float] | None = None, error: str | None = None) -> Path:
-    """Write ``<run_dir>/status.json``: status (completed | failed), final metrics, error, command-line overrides."""
+    """Write ``<run_dir>/status.json``: status (completed | failed), final metrics, error, command-line overrides.
+
+    Only the global rank 0 process writes (every process of a multi-process run calls it).
+    """
     overrides: list[str] = []
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -25,8 +30,10 @@ def write_status(run_dir: Path, status: str, metrics: dict[str, float] | None = 
         "metrics": metrics or {},
         "error": error,
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "status.json"
+    if rank_zero_only.rank != 0:
+        return path
+    run_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2))
     os.replace(tmp, path)

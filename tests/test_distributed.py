@@ -77,6 +77,14 @@ def test_fsdp_on_two_processes_equals_one_process(runs):
 
 
 @pytest.mark.slow
+def test_ddp_on_two_processes_equals_one_process(runs):
+    run(runs["root"] / "ddp", "strategy=ddp", "trainer.devices=2", "data.batch_size=2")
+    single, ddp = losses(runs["single"]), losses(runs["root"] / "ddp")
+    for step in range(4):
+        assert ddp[step] == pytest.approx(single[step], abs=1e-4), step
+
+
+@pytest.mark.slow
 def test_sharded_checkpoints_and_export(runs):
     ckpt = runs["fsdp2"] / "checkpoints" / "step000002.ckpt"
     assert ckpt.is_dir() and (ckpt / "meta.pt").is_file() and checkpoint_global_step(ckpt) == 2
