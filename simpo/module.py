@@ -84,6 +84,8 @@ class SimPOModule(L.LightningModule):
         self.tokenizer = tokenizer
         self.full_weights = full_weights
         self._sharded = False
+        self._window: dict[str, torch.Tensor] = {}  # train metrics x pairs over the current accumulation window
+        self._window_pairs = 0
         # A method of the policy itself, so that under FSDP the root unit's weights (embeddings, final norm,
         # lm_head) are gathered around it like around forward (register_fsdp_forward_method).
         policy.simpo_labelled_logps = types.MethodType(partial(_labelled_logps, chunk_size=chunk_size), policy)
@@ -125,7 +127,7 @@ class SimPOModule(L.LightningModule):
             stats = sequence_logps(self.policy(**inputs).logits, batch["labels"])  # (2B,) fields
         return stats.split(batch["input_ids"].shape[0] // 2)
 
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+    def _step(self, batch: dict[str, torch.Tensor], stage: str, batch_idx: int = 0) -> torch.Tensor:
         chosen, rejected = self(batch)
         out = self.loss_fn(chosen.logp_mean, rejected.logp_mean, chosen.logp_sum, chosen.token_count)
         n_pairs = chosen.logp_sum.shape[0]
@@ -142,24 +144,33 @@ class SimPOModule(L.LightningModule):
         }
         if out.sft_loss is not None:
             metrics["sft_loss"] = out.sft_loss.detach()
-        training = stage == "train"
-        self.log_dict(
-            {f"{stage}/{name}": value for name, value in metrics.items()},
-            on_step=training,
-            on_epoch=not training,
-            batch_size=n_pairs,
-            sync_dist=True,  # every process has as many pairs, so the mean of means is the global mean
-            prog_bar=False,
-        )
+        if stage == "train":
+            self._log_train_window(metrics, n_pairs, batch_idx)
+        else:
+            self.log_dict({f"val/{name}": value for name, value in metrics.items()}, on_step=False, on_epoch=True,
+                          batch_size=n_pairs, sync_dist=True)  # fmt: skip
         return out.loss
 
+    def _log_train_window(self, metrics: dict[str, torch.Tensor], n_pairs: int, batch_idx: int) -> None:
+        """Log ``train/*`` once per optimizer step: the pair-weighted mean over its accumulated micro-batches
+        (and, with ``sync_dist``, over processes, which all hold as many pairs)."""
+        for name, value in metrics.items():
+            self._window[name] = self._window.get(name, 0.0) + value * n_pairs
+        self._window_pairs += n_pairs
+        done = batch_idx + 1
+        if done % self.trainer.accumulate_grad_batches and done < self.trainer.num_training_batches:
+            return  # more micro-batches before the optimizer step
+        means = {f"train/{name}": total / self._window_pairs for name, total in self._window.items()}
+        self.log_dict(means, on_step=True, on_epoch=False, sync_dist=True)
+        self._window, self._window_pairs = {}, 0
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, "train")
+        loss = self._step(batch, "train", batch_idx)
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0], on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._step(batch, "val", batch_idx)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Log the total gradient norm (before clipping) of the accumulated gradients (over all shards)."""

@@ -155,3 +155,15 @@ def test_sft_weight_logs_sft_loss(tmp_path):
     rows = read_metrics(tmp_path)
     sft = column(rows, "train/sft_loss")
     assert sorted(sft) == [0, 1] and all(v > 5 for v in sft.values())  # ~ln(128256) = 11.8 at random init
+
+
+def test_train_metrics_are_the_mean_over_the_accumulation_window(tmp_path):
+    """With 2 micro-batches per step, train/loss is the pair-weighted mean of both micro-batches' losses."""
+    overrides = [*TINY_OVERRIDES, "trainer.max_steps=2", "validate_before_training=false", "data.test_split=null"]
+    train(compose_train(tmp_path / "one", [*overrides, "data.batch_size=8"]))
+    train(compose_train(tmp_path / "two", [*overrides, "data.batch_size=4", "trainer.accumulate_grad_batches=2"]))
+    # the same 8 pairs per optimizer step in both runs (the sampler cuts the same global order)
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    for stat in ("loss", "rewards/accuracies", "rewards/margins", "logps/chosen"):
+        assert column(two, f"train/{stat}")[0] == pytest.approx(column(one, f"train/{stat}")[0], abs=1e-5), stat
+    assert sorted(column(two, "train/loss")) == [0, 1]
