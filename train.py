@@ -113,6 +113,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
 
+    if Path(str(cfg.data.dataset)).expanduser().is_file() and cfg.data.test_split is not None:
+        raise ValueError(
+            f"data.dataset={cfg.data.dataset} is a single file, so it is the training split and cannot also be "
+            f"data.test_split={cfg.data.test_split}: set data.test_split=null and carve a validation set with "
+            "data.val_size=0.05 (or point data.dataset at a directory of split files)"
+        )
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
     module = build_module(cfg, tokenizer)

@@ -182,3 +182,20 @@ def test_format_detection_and_errors(tmp_path):
         evaluate(compose_eval(tmp_path, ["tasks=[bleu]"]))
     with pytest.raises(ValueError, match=r"exactly one of model\.name_or_path"):
         evaluate(compose_eval(tmp_path, []))
+
+
+def test_preference_loss_includes_the_sft_term_of_cpo_simpo():
+    from simpo.evaluation.preference import preference_metrics
+    from simpo.loss import SimPOLoss
+
+    pairs = {
+        "logps_chosen": torch.tensor([-1.0, -2.0], dtype=torch.float64),
+        "logps_rejected": torch.tensor([-2.0, -1.0], dtype=torch.float64),
+        "length_chosen": torch.tensor([2.0, 4.0], dtype=torch.float64),
+        "length_rejected": torch.tensor([3.0, 3.0], dtype=torch.float64),
+        "logp_sum_chosen": torch.tensor([-2.0, -8.0], dtype=torch.float64),
+    }
+    pairs["rewards_chosen"], pairs["rewards_rejected"] = 2 * pairs["logps_chosen"], 2 * pairs["logps_rejected"]
+    pure = preference_metrics(pairs, SimPOLoss(), [64])["loss"]
+    cpo = preference_metrics(pairs, SimPOLoss(sft_weight=1.0), [64])["loss"]
+    assert cpo - pure == pytest.approx(10.0 / 6.0)  # token-mean NLL of the chosen responses: (2 + 8) / (2 + 4)

@@ -44,6 +44,9 @@ def test_recipe_values(tmp_path, name):
     assert cfg.seed == 42
     assert cfg.trainer.strategy._target_ == "simpo.fsdp.AtomicModelParallelStrategy" and cfg.fsdp.meta_init
     assert cfg.model.attn_implementation == ("eager" if name.startswith("gemma") else "auto")
+    # the released Gemma 2 and Mistral-Instruct templates refuse a lone assistant turn or a system message
+    expected_template = {"gemma-2-9b-it-simpo": "gemma2", "mistral-7b-instruct-simpo": "mistral"}.get(name)
+    assert cfg.data.chat_template == expected_template
 
 
 def test_tiny_experiment_is_the_default(tmp_path):

@@ -53,6 +53,11 @@ def load_policy(
 
 
 def _from_checkpoint(path: Path, dtype: str, attn_implementation: str) -> LoadedPolicy:
+    if path.is_dir():
+        raise ValueError(
+            f"ckpt_path={path} is a sharded (FSDP) checkpoint directory: evaluate the run's Hugging Face export "
+            "instead (model.name_or_path=<run dir>/hf)"
+        )
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     config = checkpoint.get("hyper_parameters", {}).get("config")
     if config is None:

@@ -20,19 +20,22 @@ def pair_rewards(
 
     Returns:
         (P,) float64 tensors: ``logps_chosen``, ``logps_rejected`` (mean log-prob), ``rewards_chosen``,
-        ``rewards_rejected`` (``beta * logps``), ``length_chosen``, ``length_rejected`` (label tokens).
+        ``rewards_rejected`` (``beta * logps``), ``length_chosen``, ``length_rejected`` (label tokens),
+        ``logp_sum_chosen`` (summed log-prob, for the SFT term of CPO-SimPO).
     """
     beta = module.loss_fn.beta
     parts: dict[str, list[torch.Tensor]] = {}
     seen = 0
     for batch in tqdm(batches, desc="preference", unit="batch"):
-        batch = {k: v.to(module.device) for k, v in batch.items()}
+        device = next(module.parameters()).device  # the policy's, wherever it was moved
+        batch = {k: v.to(device) for k, v in batch.items()}
         chosen, rejected = module(batch)
         values = {
             "logps_chosen": chosen.logp_mean,
             "logps_rejected": rejected.logp_mean,
             "length_chosen": chosen.token_count,
             "length_rejected": rejected.token_count,
+            "logp_sum_chosen": chosen.logp_sum,
         }
         for key, value in values.items():
             parts.setdefault(key, []).append(value.double().cpu())
@@ -52,7 +55,9 @@ def preference_metrics(pairs: dict[str, torch.Tensor], loss: SimPOLoss, buckets:
     margins = pairs["rewards_chosen"] - pairs["rewards_rejected"]
     metrics = {
         "pairs": float(margins.numel()),
-        "loss": float(loss(pairs["logps_chosen"], pairs["logps_rejected"]).loss),
+        "loss": float(
+            loss(pairs["logps_chosen"], pairs["logps_rejected"], pairs["logp_sum_chosen"], pairs["length_chosen"]).loss
+        ),
         "rewards/accuracies": float((margins > 0).double().mean()),
         "rewards/margins": float(margins.mean()),
         "rewards/chosen": float(pairs["rewards_chosen"].mean()),
