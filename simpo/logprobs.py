@@ -86,38 +86,3 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> SequenceLogps:
         token_count=mask.sum(-1).to(logps.dtype),
         logit_sum=(vocab_mean_logits * mask).sum(-1),
     )
-
-
-def sequence_logps_from_hidden(
-    hidden: torch.Tensor,
-    labels: torch.Tensor,
-    head: torch.nn.Module,
-    final_logit_softcapping: float | None = None,
-) -> SequenceLogps:
-    """Like ``sequence_logps`` but projects only the M labelled positions onto the vocabulary.
-
-    Prompt and padding positions carry no label, so their logits are never built: the largest buffer
-    is (M, V) instead of (N, T, V). Results equal ``sequence_logps`` on the full logits.
-
-    Args:
-        hidden: (N, T, H) final hidden states of the decoder.
-        labels: (N, T) labels with ``IGNORE_INDEX`` on unlabelled positions.
-        head: the output projection (H -> V), e.g. ``lm_head``.
-        final_logit_softcapping: Gemma 2's ``cap * tanh(logits / cap)``; ``None`` for none.
-    """
-    rows, positions, targets = labelled_positions(labels)
-    logits = head(hidden[rows, positions])  # (M, V)
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    if final_logit_softcapping:
-        logits = torch.tanh(logits / final_logit_softcapping) * final_logit_softcapping
-    logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (M,)
-    n = labels.shape[0]
-
-    def per_row(values: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, values)
-
-    return SequenceLogps(
-        logp_sum=per_row(logps),
-        token_count=per_row(torch.ones_like(logps)),
-        logit_sum=per_row(logits.detach().mean(-1)),
-    )
