@@ -15,7 +15,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-import train  # noqa: F401  (registers the ${project_root:} resolver)
 from simpo.evaluation import decoding as dec
 from simpo.evaluation.generation import answer
 from simpo.evaluation.judge import RewardModel, compare
@@ -26,6 +25,7 @@ from simpo.evaluation.prompt_sets import FORMATS, detect_format, load_rows, read
 from simpo.evaluation.report import markdown_table, write_metrics, write_report
 from simpo.loss import SimPOLoss
 from simpo.module import SimPOModule
+from train import build_loss  # importing train also registers the ${project_root:} resolver
 
 log = logging.getLogger("evaluate")
 TASKS = ("preference", "generate", "judge")
@@ -107,7 +107,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     loss_cfg: dict[str, Any] = OmegaConf.to_container(cfg.loss, resolve=True)  # type: ignore[assignment]
     if policy.training_config is not None:  # the checkpoint's own beta and gamma/beta
         loss_cfg.update(policy.training_config["loss"])
-    loss = instantiate({k: v for k, v in loss_cfg.items() if k != "chunk_size"})
+    loss, _ = build_loss(loss_cfg)
 
     metrics: dict[str, float] = {}
     images: list[Path] = []

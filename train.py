@@ -24,6 +24,7 @@ from data.tokenizers import load_tokenizer
 from simpo.checkpoint_io import AtomicCheckpointIO, checkpoint_global_step
 from simpo.global_batch import accumulation_steps
 from simpo.loggers import drop_rows_from_step
+from simpo.loss import SimPOLoss
 from simpo.module import SimPOModule
 from simpo.policy import build_policy
 from simpo.run_status import write_status
@@ -47,6 +48,14 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
         hint = " (set hydra.run.dir to the run directory to resume)" if ckpt_path == "last" else ""
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path}{hint}")
     return str(path)
+
+
+def build_loss(loss_cfg: dict[str, Any]) -> tuple[SimPOLoss, int | None]:
+    """The SimPO objective of a ``loss`` config, and its ``chunk_size`` (a setting of the module's forward pass,
+    not of the objective)."""
+    settings = dict(loss_cfg)
+    chunk_size = settings.pop("chunk_size", None)
+    return instantiate(settings), chunk_size
 
 
 def build_module(cfg: DictConfig, tokenizer: Any) -> SimPOModule:
@@ -75,11 +84,10 @@ def build_module(cfg: DictConfig, tokenizer: Any) -> SimPOModule:
         compile_layers=cfg.model.get("compile", False),
         empty_init=meta_init,
     )
-    loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
-    chunk_size = loss_cfg.pop("chunk_size", None)  # a forward-pass setting of the module, not of SimPOLoss
+    loss, chunk_size = build_loss(OmegaConf.to_container(cfg.loss, resolve=True))
     return SimPOModule(
         policy,
-        instantiate(loss_cfg),
+        loss,
         chunk_size=chunk_size,
         **OmegaConf.to_container(cfg.optimizer),
         tokenizer=tokenizer,

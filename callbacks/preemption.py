@@ -12,6 +12,8 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from simpo.global_batch import ends_accumulation_window
+
 log = logging.getLogger(__name__)
 
 
@@ -56,9 +58,13 @@ class PreemptionCheckpoint(L.Callback):
             signal.signal(signum, handler)  # type: ignore[arg-type]
         self._previous = {}
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
-        if self.requested is None or self._saved or not _at_optimizer_step_boundary(trainer):
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int
+    ) -> None:
+        if self.requested is None or self._saved:
             return
+        if not ends_accumulation_window(batch_idx, trainer.accumulate_grad_batches, trainer.num_training_batches):
+            return  # gradients half-accumulated: wait for the optimizer step
         path = self.dirpath / "last.ckpt"
         trainer.save_checkpoint(path)
         for callback in trainer.checkpoint_callbacks:
@@ -76,10 +82,3 @@ class PreemptionCheckpoint(L.Callback):
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._saved:
             raise SIGTERMException()
-
-
-def _at_optimizer_step_boundary(trainer: L.Trainer) -> bool:
-    """True right after an optimizer step (no gradients half-accumulated)."""
-    loop = trainer.fit_loop.epoch_loop
-    done = loop.batch_progress.current.completed + 1  # this batch is not counted as completed yet
-    return done % trainer.accumulate_grad_batches == 0 or done >= trainer.num_training_batches

@@ -70,7 +70,7 @@ class ThroughputMonitor(L.Callback):
         if self._start is None:  # the first micro-batch of an optimizer step
             self._sync(pl_module)
             self._start, self._tokens, self._step_at_start = time.perf_counter(), 0, trainer.global_step
-        self._tokens += int(batch["attention_mask"].sum())
+        self._tokens = self._tokens + batch["attention_mask"].sum()  # a tensor: no device sync per micro-batch
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -78,7 +78,7 @@ class ThroughputMonitor(L.Callback):
         if self._start is None or trainer.global_step == self._step_at_start:
             return  # still accumulating gradients
         self._sync(pl_module)
-        tokens_per_sec = self._tokens / max(time.perf_counter() - self._start, 1e-9)
+        tokens_per_sec = int(self._tokens) / max(time.perf_counter() - self._start, 1e-9)
         self._start = None
         metrics = {"train/tokens_per_sec": tokens_per_sec}
         device = pl_module.device

@@ -1,4 +1,4 @@
-"""Derive gradient accumulation from the global batch size."""
+"""Gradient accumulation: derived from the global batch size, and where its windows end."""
 
 from __future__ import annotations
 
@@ -22,3 +22,10 @@ def accumulation_steps(global_batch_size: int, batch_size: int, world_size: int)
             "change one of the three"
         )
     return global_batch_size // per_micro_step
+
+
+def ends_accumulation_window(batch_idx: int, accumulate: int, num_batches: int | float) -> bool:
+    """True when micro-batch ``batch_idx`` (0-based, within the epoch) is the last one before an optimizer step:
+    ``accumulate`` micro-batches are done, or the epoch's last batch is."""
+    done = batch_idx + 1
+    return done % accumulate == 0 or done >= num_batches

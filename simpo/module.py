@@ -16,6 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from simpo.chunked_logprobs import chunked_sequence_logps
 from simpo.fsdp import materialize, shard_policy
+from simpo.global_batch import ends_accumulation_window
 from simpo.logprobs import SequenceLogps, sequence_logps
 from simpo.loss import SimPOLoss
 from simpo.optim import build_optimizer
@@ -157,8 +158,8 @@ class SimPOModule(L.LightningModule):
         for name, value in metrics.items():
             self._window[name] = self._window.get(name, 0.0) + value * n_pairs
         self._window_pairs += n_pairs
-        done = batch_idx + 1
-        if done % self.trainer.accumulate_grad_batches and done < self.trainer.num_training_batches:
+        trainer = self.trainer
+        if not ends_accumulation_window(batch_idx, trainer.accumulate_grad_batches, trainer.num_training_batches):
             return  # more micro-batches before the optimizer step
         means = {f"train/{name}": total / self._window_pairs for name, total in self._window.items()}
         self.log_dict(means, on_step=True, on_epoch=False, sync_dist=True)
