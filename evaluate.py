@@ -15,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from simpo.entrypoint import build_loss, register_resolvers
 from simpo.evaluation import decoding as dec
 from simpo.evaluation.generation import answer
 from simpo.evaluation.judge import RewardModel, compare
@@ -25,9 +26,9 @@ from simpo.evaluation.prompt_sets import FORMATS, detect_format, load_rows, read
 from simpo.evaluation.report import markdown_table, write_metrics, write_report
 from simpo.loss import SimPOLoss
 from simpo.module import SimPOModule
-from train import build_loss  # importing train also registers the ${project_root:} resolver
 
 log = logging.getLogger("evaluate")
+register_resolvers()
 TASKS = ("preference", "generate", "judge")
 
 
@@ -39,7 +40,7 @@ def run_preference(cfg: DictConfig, policy: LoadedPolicy, loss: SimPOLoss, run_d
         raise ValueError(
             "the preference task needs pairs: set data.test_split, data.val_size, or data.dataset to a single file"
         )
-    module = SimPOModule(policy.model, loss)
+    module = SimPOModule(policy.model, loss, chunk_size=cfg.model.chunk_size)
     pairs = pair_rewards(module, datamodule.val_dataloader(), cfg.preference.max_pairs)
     metrics = preference_metrics(pairs, loss, cfg.preference.length_buckets)
     return metrics, [reward_histogram(pairs, run_dir / "reward_histogram.png")]
@@ -107,7 +108,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     loss_cfg: dict[str, Any] = OmegaConf.to_container(cfg.loss, resolve=True)  # type: ignore[assignment]
     if policy.training_config is not None:  # the checkpoint's own beta and gamma/beta
         loss_cfg.update(policy.training_config["loss"])
-    loss, _ = build_loss(loss_cfg)
+    loss = build_loss(loss_cfg)
 
     metrics: dict[str, float] = {}
     images: list[Path] = []

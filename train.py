@@ -22,15 +22,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from data.tokenizers import load_tokenizer
 from simpo.checkpoint_io import AtomicCheckpointIO, checkpoint_global_step
+from simpo.entrypoint import PROJECT_ROOT, build_loss, register_resolvers
 from simpo.global_batch import accumulation_steps
 from simpo.loggers import drop_rows_from_step
-from simpo.loss import SimPOLoss
 from simpo.module import SimPOModule
 from simpo.policy import build_policy
 from simpo.run_status import write_status
 
-ROOT = Path(__file__).resolve().parent
-OmegaConf.register_new_resolver("project_root", lambda: str(ROOT), replace=True)
+ROOT = PROJECT_ROOT
+register_resolvers()
 
 log = logging.getLogger("train")
 
@@ -48,14 +48,6 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
         hint = " (set hydra.run.dir to the run directory to resume)" if ckpt_path == "last" else ""
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path}{hint}")
     return str(path)
-
-
-def build_loss(loss_cfg: dict[str, Any]) -> tuple[SimPOLoss, int | None]:
-    """The SimPO objective of a ``loss`` config, and its ``chunk_size`` (a setting of the module's forward pass,
-    not of the objective)."""
-    settings = dict(loss_cfg)
-    chunk_size = settings.pop("chunk_size", None)
-    return instantiate(settings), chunk_size
 
 
 def build_module(cfg: DictConfig, tokenizer: Any) -> SimPOModule:
@@ -84,11 +76,10 @@ def build_module(cfg: DictConfig, tokenizer: Any) -> SimPOModule:
         compile_layers=cfg.model.get("compile", False),
         empty_init=meta_init,
     )
-    loss, chunk_size = build_loss(OmegaConf.to_container(cfg.loss, resolve=True))
     return SimPOModule(
         policy,
-        loss,
-        chunk_size=chunk_size,
+        build_loss(OmegaConf.to_container(cfg.loss, resolve=True)),
+        chunk_size=cfg.model.get("chunk_size", 1024),
         **OmegaConf.to_container(cfg.optimizer),
         tokenizer=tokenizer,
         config=OmegaConf.to_container(cfg, resolve=True),
@@ -121,12 +112,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
 
-    if Path(str(cfg.data.dataset)).expanduser().is_file() and cfg.data.test_split is not None:
-        raise ValueError(
-            f"data.dataset={cfg.data.dataset} is a single file, so it is the training split and cannot also be "
-            f"data.test_split={cfg.data.test_split}: set data.test_split=null and carve a validation set with "
-            "data.val_size=0.05 (or point data.dataset at a directory of split files)"
-        )
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
     module = build_module(cfg, tokenizer)

@@ -19,6 +19,7 @@ from simpo.fsdp import materialize, shard_policy
 from simpo.global_batch import ends_accumulation_window
 from simpo.logprobs import SequenceLogps, sequence_logps
 from simpo.loss import SimPOLoss
+from simpo.metrics import reward_metrics
 from simpo.optim import build_optimizer
 from simpo.rng import rng_states, set_rng_states
 
@@ -49,7 +50,7 @@ class SimPOModule(L.LightningModule):
     Args:
         policy: the causal LM (dropout already disabled).
         loss: the SimPO objective.
-        chunk_size: labelled tokens projected onto the vocabulary at a time (``loss.chunk_size``), so the
+        chunk_size: labelled tokens projected onto the vocabulary at a time (``model.chunk_size``), so the
             largest vocabulary-sized buffer is (chunk_size, V); ``None`` builds the full (2B, T, V) logits.
         lr, weight_decay, betas, eps, warmup_ratio: AdamW and warmup-cosine schedule settings.
         tokenizer: kept beside the policy so callbacks can export both; not part of the checkpoint.
@@ -77,7 +78,7 @@ class SimPOModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if chunk_size is not None and (type(chunk_size) is not int or chunk_size < 1):
-            raise ValueError(f"loss.chunk_size must be a positive number of tokens or null, not {chunk_size!r}")
+            raise ValueError(f"model.chunk_size must be a positive number of tokens or null, not {chunk_size!r}")
         self.chunk_size = chunk_size
         self.save_hyperparameters(ignore=["policy", "loss", "tokenizer", "full_weights"])
         self.policy = policy
@@ -134,12 +135,7 @@ class SimPOModule(L.LightningModule):
         n_pairs = chosen.logp_sum.shape[0]
         metrics = {
             "loss": out.loss.detach(),
-            "rewards/chosen": out.chosen_rewards.mean(),
-            "rewards/rejected": out.rejected_rewards.mean(),
-            "rewards/margins": (out.chosen_rewards - out.rejected_rewards).mean(),
-            "rewards/accuracies": (out.chosen_rewards > out.rejected_rewards).float().mean(),
-            "logps/chosen": chosen.logp_mean.detach().mean(),
-            "logps/rejected": rejected.logp_mean.detach().mean(),
+            **reward_metrics(out.chosen_rewards, out.rejected_rewards, chosen.logp_mean, rejected.logp_mean),
             "logits/chosen": chosen.logit_sum.sum() / chosen.token_count.sum(),
             "logits/rejected": rejected.logit_sum.sum() / rejected.token_count.sum(),
         }

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from data.datamodule import PreferenceDataModule
 from simpo.policy import build_policy
 from tests.conftest import TINY_OVERRIDES, compose_train
-from train import ROOT, train
+from train import train
 
 STATS = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
          "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected"]  # fmt: skip
@@ -167,10 +167,3 @@ def test_train_metrics_are_the_mean_over_the_accumulation_window(tmp_path):
     for stat in ("loss", "rewards/accuracies", "rewards/margins", "logps/chosen"):
         assert column(two, f"train/{stat}")[0] == pytest.approx(column(one, f"train/{stat}")[0], abs=1e-5), stat
     assert sorted(column(two, "train/loss")) == [0, 1]
-
-
-def test_a_single_file_cannot_also_be_the_validation_split(tmp_path):
-    data_file = tmp_path / "pairs.jsonl"
-    data_file.write_text((ROOT / "data" / "tiny_prefs" / "test_prefs.jsonl").read_text())
-    with pytest.raises(ValueError, match=r"data\.test_split=null .*data\.val_size"):
-        train(compose_train(tmp_path / "run", [*TINY_OVERRIDES, f"data.dataset={data_file}"]))

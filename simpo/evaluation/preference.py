@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from simpo.loss import SimPOLoss
+from simpo.metrics import reward_metrics
 from simpo.module import SimPOModule
 
 
@@ -58,13 +59,10 @@ def preference_metrics(pairs: dict[str, torch.Tensor], loss: SimPOLoss, buckets:
         "loss": float(
             loss(pairs["logps_chosen"], pairs["logps_rejected"], pairs["logp_sum_chosen"], pairs["length_chosen"]).loss
         ),
-        "rewards/accuracies": float((margins > 0).double().mean()),
-        "rewards/margins": float(margins.mean()),
-        "rewards/chosen": float(pairs["rewards_chosen"].mean()),
-        "rewards/rejected": float(pairs["rewards_rejected"].mean()),
-        "logps/chosen": float(pairs["logps_chosen"].mean()),
-        "logps/rejected": float(pairs["logps_rejected"].mean()),
     }
+    shared = reward_metrics(pairs["rewards_chosen"], pairs["rewards_rejected"], pairs["logps_chosen"],
+                            pairs["logps_rejected"])  # fmt: skip
+    metrics.update({name: float(value) for name, value in shared.items()})
     lengths = (pairs["length_chosen"] + pairs["length_rejected"]) / 2
     edges = [0, *sorted(buckets), float("inf")]
     for lo, hi in itertools.pairwise(edges):
