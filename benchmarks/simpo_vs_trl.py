@@ -187,7 +187,8 @@ def worker_trl(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import TrainerCallback
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-    from data.tokenize import split_turns, template_texts
+    from data.pair_encoding import split_turns
+    from data.templating import template_texts
     from data.tokenizers import load_tokenizer
 
     tokenizer = load_tokenizer("llama3")

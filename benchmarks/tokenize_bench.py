@@ -20,7 +20,7 @@ import datasets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.tokenize import PairEncoder, TruncationSettings
+from data.pair_encoding import PairEncoder, TruncationSettings
 from data.tokenizers import load_tokenizer
 
 WORD_TEXT = (

@@ -15,6 +15,8 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from data.templating import template_texts
+
 BOS_POLICIES = ("error", "fix")
 PROBE = [{"role": "user", "content": "Hello."}], {"role": "assistant", "content": "Hi."}
 
@@ -65,8 +67,6 @@ def texts_hold(row: Mapping[str, Any], needle: str) -> bool:
 
 def template_bos_count(tokenizer: PreTrainedTokenizerBase) -> int:
     """BOS tokens in the recipe's sequence for a clean one-turn probe (1 when the template is sound)."""
-    from data.tokenize import template_texts
-
     prompt_text, response_text, _ = template_texts(tokenizer, PROBE[0], PROBE[1], {**PROBE[1], "content": "No."})
     ids = tokenizer([prompt_text, response_text], add_special_tokens=False)["input_ids"]
     return ids[0].count(tokenizer.bos_token_id) + ids[1].count(tokenizer.bos_token_id)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from data.tokenize import IGNORE_INDEX
+from simpo.logprobs import IGNORE_INDEX
 
 
 @dataclass

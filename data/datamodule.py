@@ -1,7 +1,7 @@
 """The LightningDataModule: load preference splits, tokenise them with the SimPO recipe, report, batch them.
 
 Per split: load the rows (``data/sources.py``; a validation set may be carved out of train), map the columns and
-detect the layout (``data/layouts.py``), tokenise with ``datasets.map`` (``data/tokenize.py``), enforce the single
+detect the layout (``data/layouts.py``), tokenise with ``datasets.map`` (``data/pair_encoding.py``), enforce the single
 BOS (``data/bos.py``), count what was dropped and why (``data/report.py``), and cache the result under a
 fingerprint of everything it depends on (``data/cache.py``). ``prepare_data`` does the tokenising once per node;
 ``setup`` then loads the cache, writes ``data_report.json`` and prints a short table.
@@ -24,10 +24,10 @@ from data import cache
 from data.bos import check_policy, diagnose
 from data.collate import PreferenceCollator
 from data.layouts import detect_layout, resolve_columns
+from data.pair_encoding import TOKEN_COLUMNS, PairEncoder, TruncationSettings
 from data.report import check_drop_fraction, format_table, split_report, write_report
 from data.resumable_loader import ResumableDataLoader
 from data.sources import carve_validation, load_split
-from data.tokenize import TOKEN_COLUMNS, PairEncoder, TruncationSettings
 from data.tokenizers import override_chat_template
 
 log = logging.getLogger(__name__)

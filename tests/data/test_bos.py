@@ -6,7 +6,7 @@ import pytest
 
 from data.bos import count_extra_bos, has_single_bos, remove_extra_bos
 from data.datamodule import PreferenceDataModule
-from data.tokenize import TruncationSettings, encode_pair
+from data.pair_encoding import TruncationSettings, encode_pair
 from tests.data.conftest import uf_row, write_split
 
 

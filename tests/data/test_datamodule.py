@@ -10,7 +10,7 @@ import pytest
 
 from data.datamodule import PreferenceDataModule
 from data.layouts import BadRowError
-from data.tokenize import PairEncoder, TruncationSettings
+from data.pair_encoding import PairEncoder, TruncationSettings
 from tests.data.conftest import uf_row, write_split
 
 ROWS = [uf_row(prompt=f"Question number {i}?", chosen=f"Answer {i}.") for i in range(40)]

@@ -6,7 +6,7 @@ import datasets
 import pytest
 
 from data.layouts import BAD_ROW_REASONS, BadRowError, detect_layout, resolve_columns, row_to_turns
-from data.tokenize import TruncationSettings, encode_pair
+from data.pair_encoding import TruncationSettings, encode_pair
 from tests.data.conftest import uf_row
 
 USER = {"role": "user", "content": "What is a cat?"}

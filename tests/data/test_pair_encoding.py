@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from data.tokenize import IGNORE_INDEX, TruncationSettings, encode_pair, split_turns, truncate
+from data.pair_encoding import TruncationSettings, encode_pair, split_turns, truncate
+from simpo.logprobs import IGNORE_INDEX
 from tests.data.conftest import uf_row
 
 

@@ -3,10 +3,10 @@
 The recipe (see ``shared/reference/simpo-recipe.md``):
 
 - prompt turns and the two assistant turns come from the row's layout (``data/layouts.py``);
-- an empty system message goes first when the chat template mentions a system role;
-- prompt text = chat template over the prompt turns (no generation prompt); each response text = chat
-  template over the single assistant turn, with a leading BOS string removed, so the assistant header
-  belongs to the response;
+- the prompt and response texts come from the chat template (``data/templating.py``): an empty system message
+  goes first when the template mentions a system role; prompt text = template over the prompt turns (no
+  generation prompt); each response text = template over the single assistant turn, with a leading BOS string
+  removed, so the assistant header belongs to the response;
 - tokenise with ``add_special_tokens=False``; the prompt starts with exactly one BOS (prepended only if
   missing), each response ends with EOS (appended only if missing); any other BOS is an error or, with
   ``data.bos_policy=fix``, dropped (``data/bos.py``);
@@ -23,13 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from data.bos import check_policy, count_extra_bos, remove_extra_bos, texts_hold
 from data.layouts import BAD_ROW_REASONS, BadRowError, Message, detect_row_layout, row_to_turns
+from data.templating import template_texts
+from simpo.logprobs import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 TOKEN_COLUMNS = ["chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"]
 STAT_COLUMNS = {
     "drop_reason": "",
@@ -42,7 +42,7 @@ STAT_COLUMNS = {
     "response_truncated": False,
 }
 
-__all__ = ["IGNORE_INDEX", "BadRowError", "PairEncoder", "TruncationSettings", "encode_pair", "truncate"]
+__all__ = ["BadRowError", "PairEncoder", "TruncationSettings", "encode_pair", "truncate"]
 
 
 @dataclass(frozen=True)
@@ -72,40 +72,6 @@ class TruncationSettings:
 def split_turns(row: dict[str, Any], layout: str | None = None) -> tuple[list[Message], Message, Message]:
     """(prompt turns, chosen turn, rejected turn) of a row; the layout is detected from the row when not given."""
     return row_to_turns(row, layout or detect_row_layout(row))
-
-
-def _strip_prefix(text: str, prefix: str | None) -> str:
-    return text[len(prefix) :] if prefix and text.startswith(prefix) else text
-
-
-def template_texts(
-    tokenizer: PreTrainedTokenizerBase, prompt: list[Message], chosen: Message, rejected: Message
-) -> tuple[str, str, str]:
-    """Chat-templated (prompt, chosen, rejected) texts of the reference recipe.
-
-    Raises:
-        ValueError: the tokenizer has no chat template, or the template fails (names ``data.chat_template``).
-    """
-    template = tokenizer.chat_template
-    if not template:
-        raise ValueError(
-            "the tokenizer has no chat template: set data.chat_template (a bundled name: llama3, mistral, gemma2; "
-            "or a Jinja string)"
-        )
-    if "system" in template and prompt[0].get("role") != "system":
-        prompt = [{"role": "system", "content": ""}, *prompt]
-    try:
-        prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False)
-        chosen_text, rejected_text = (
-            _strip_prefix(tokenizer.apply_chat_template([turn], tokenize=False), tokenizer.bos_token)
-            for turn in (chosen, rejected)
-        )
-    except TemplateError as error:
-        raise ValueError(
-            f"the chat template failed ({error}); the recipe renders the prompt turns and each assistant turn on "
-            "its own: set data.chat_template to a template that allows that (bundled: llama3, mistral, gemma2)"
-        ) from error
-    return prompt_text, chosen_text, rejected_text
 
 
 def truncate(
