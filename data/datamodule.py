@@ -20,8 +20,8 @@ import lightning as L
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from data import cache
-from data.bos import check_policy, diagnose
+from data import cache, keys
+from data.bos import BOS_POLICIES, diagnose
 from data.collate import PreferenceCollator
 from data.layouts import detect_layout, resolve_columns
 from data.pair_encoding import TOKEN_COLUMNS, PairEncoder, TruncationSettings
@@ -87,6 +87,18 @@ class PreferenceDataModule(L.LightningDataModule):
         report_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
+        self.truncation = TruncationSettings(max_length, max_prompt_length, truncation_mode)  # type: ignore[arg-type]
+        self.batch_size = keys.positive_int("batch_size", batch_size)
+        self.global_batch_size = keys.positive_int("global_batch_size", global_batch_size, nullable=True)
+        self.num_workers = keys.non_negative_int("num_workers", num_workers)
+        pad_to_multiple_of = keys.positive_int("pad_to_multiple_of", pad_to_multiple_of, nullable=True)
+        self.max_drop_fraction = keys.unit_fraction("max_drop_fraction", max_drop_fraction)
+        self.val_size = keys.val_size(val_size)
+        self.bos_policy = keys.one_of("bos_policy", bos_policy, BOS_POLICIES)
+        num_proc = keys.positive_int("num_proc", num_proc, nullable=True)
+        self.seed = keys.non_negative_int("seed", seed)
+        if columns is not None and not isinstance(columns, Mapping):
+            raise ValueError(f"data.columns must map prompt / chosen / rejected to column names, not {columns!r}")
         override_chat_template(tokenizer, chat_template)
         if not tokenizer.chat_template:
             raise ValueError(
@@ -102,15 +114,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.dataset = dataset
         self.train_split = train_split
         self.test_split = test_split
-        self.truncation = TruncationSettings(max_length, max_prompt_length, truncation_mode)  # type: ignore[arg-type]
-        self.batch_size = batch_size
-        self.global_batch_size = global_batch_size
-        self.num_workers = num_workers
-        self.max_drop_fraction = max_drop_fraction
-        self.seed = seed
-        self.val_size = val_size
         self.columns = dict(columns) if columns else None
-        self.bos_policy = check_policy(bos_policy)
         self.num_proc = num_proc if num_proc and num_proc > 1 else None
         self.use_cache = cache
         self.report_dir = Path(report_dir) if report_dir is not None else None

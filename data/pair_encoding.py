@@ -25,11 +25,13 @@ from typing import Any, Literal
 
 from transformers import PreTrainedTokenizerBase
 
+from data import keys
 from data.bos import check_policy, count_extra_bos, remove_extra_bos, texts_hold
 from data.layouts import BAD_ROW_REASONS, BadRowError, Message, detect_row_layout, row_to_turns
 from data.templating import template_texts
 from simpo.logprobs import IGNORE_INDEX
 
+TRUNCATION_MODES = ("keep_end", "keep_start")
 TOKEN_COLUMNS = ["chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"]
 STAT_COLUMNS = {
     "drop_reason": "",
@@ -60,13 +62,14 @@ class TruncationSettings:
     truncation_mode: Literal["keep_end", "keep_start"] = "keep_end"
 
     def __post_init__(self) -> None:
-        if not 0 < self.max_prompt_length < self.max_length:
+        keys.positive_int("max_length", self.max_length)
+        keys.positive_int("max_prompt_length", self.max_prompt_length)
+        if not self.max_prompt_length < self.max_length:
             raise ValueError(
                 f"data.max_prompt_length ({self.max_prompt_length}) must be positive and smaller than "
                 f"data.max_length ({self.max_length}), or responses could be cut to nothing"
             )
-        if self.truncation_mode not in ("keep_end", "keep_start"):
-            raise ValueError(f"data.truncation_mode must be keep_end or keep_start, not {self.truncation_mode!r}")
+        keys.one_of("truncation_mode", self.truncation_mode, TRUNCATION_MODES)
 
 
 def split_turns(row: dict[str, Any], layout: str | None = None) -> tuple[list[Message], Message, Message]:
