@@ -3,6 +3,8 @@ Lightning checkpoint of this project (its training config rebuilds the model, to
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,8 +12,13 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from data.tokenizers import load_tokenizer, override_chat_template
+from data.tokenizers import BUNDLED, load_tokenizer, override_chat_template
+from simpo.evaluation.weights import refuse_nonfinite
 from simpo.policy import build_policy
+from simpo.pretrained_source import check_pretrained_source
+
+# What torch.load raises on a truncated or otherwise incomplete file (a save cut short by a crash or a full disk).
+UNREADABLE_CHECKPOINT = (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile)
 
 
 @dataclass
@@ -41,28 +48,57 @@ def load_policy(
     """Load from ``ckpt_path`` (a Lightning checkpoint of ``train.py``) or ``name_or_path``; exactly one.
 
     Raises:
-        ValueError: when neither or both are given, or the checkpoint was not written by this project.
+        ValueError: when neither or both are given, the checkpoint is incomplete or was not written by this
+            project, or the weights hold NaN/Inf (each message names model.name_or_path or ckpt_path).
+        FileNotFoundError: a ``ckpt_path`` or local ``name_or_path`` / ``tokenizer`` that does not exist.
     """
     if (name_or_path is None) == (ckpt_path is None):
         raise ValueError("set exactly one of model.name_or_path (an hf/ export, local dir or hub id) or ckpt_path")
     if ckpt_path is not None:
         return _from_checkpoint(Path(ckpt_path), dtype, attn_implementation)
+    check_pretrained_source(name_or_path, "model.name_or_path")
+    if tokenizer is not None:
+        check_pretrained_source(tokenizer, "model.tokenizer", bundled=tuple(BUNDLED))
     tok = load_tokenizer(tokenizer or name_or_path)
     model = build_policy(tok, name_or_path=name_or_path, dtype=dtype, attn_implementation=attn_implementation)
+    refuse_nonfinite(model, f"model.name_or_path={name_or_path}")
     return LoadedPolicy(model.eval(), tok, _short_name(name_or_path), None)
 
 
-def _from_checkpoint(path: Path, dtype: str, attn_implementation: str) -> LoadedPolicy:
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint's contents; errors name ``ckpt_path`` and say what is wrong with the file."""
     if path.is_dir():
         raise ValueError(
             f"ckpt_path={path} is a sharded (FSDP) checkpoint directory: evaluate the run's Hugging Face export "
             "instead (model.name_or_path=<run dir>/hf)"
         )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file (relative to {Path.cwd()})")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except PermissionError:
+        raise
+    except UNREADABLE_CHECKPOINT as error:
+        raise ValueError(
+            f"ckpt_path={path}: {path.name} is not a complete checkpoint ({type(error).__name__}: {error}); it was "
+            "probably cut short while being saved: use another checkpoint of the run"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"ckpt_path={path}: {path.name} is not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def _from_checkpoint(path: Path, dtype: str, attn_implementation: str) -> LoadedPolicy:
+    checkpoint = _read_checkpoint(path)
     config = checkpoint.get("hyper_parameters", {}).get("config")
     if config is None:
         raise ValueError(f"ckpt_path={path} holds no training config: was it written by this project's train.py?")
     model_cfg = config["model"]
+    stored = f"in the training config of ckpt_path={path}"
+    if model_cfg["name_or_path"] is not None:
+        check_pretrained_source(model_cfg["name_or_path"], f"model.name_or_path ({stored})")
+    if model_cfg["tokenizer"] is not None:
+        check_pretrained_source(model_cfg["tokenizer"], f"model.tokenizer ({stored})", bundled=tuple(BUNDLED))
     tok = load_tokenizer(model_cfg["tokenizer"] or model_cfg["name_or_path"])
     override_chat_template(tok, config["data"].get("chat_template"))
     model = build_policy(
@@ -75,16 +111,20 @@ def _from_checkpoint(path: Path, dtype: str, attn_implementation: str) -> Loaded
     state = {k.removeprefix("policy."): v for k, v in checkpoint["state_dict"].items() if k.startswith("policy.")}
     if not state:
         raise ValueError(f"ckpt_path={path} holds no policy weights")
-    _load_strict(model, state)
+    _load_strict(model, state, path)
+    refuse_nonfinite(model, f"ckpt_path={path}")
     name = f"{_short_name(str(path.parent.parent))}-step{checkpoint['global_step']}"
     return LoadedPolicy(model.eval(), tok, name, config)
 
 
-def _load_strict(model: PreTrainedModel, state: dict[str, torch.Tensor]) -> None:
+def _load_strict(model: PreTrainedModel, state: dict[str, torch.Tensor], path: Path) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
     if set(missing) - tied or unexpected:
-        raise ValueError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
+        raise ValueError(
+            f"ckpt_path={path}: the checkpoint does not match the model of its training config: missing {missing}, "
+            f"unexpected {unexpected}"
+        )
 
 
 def _short_name(name_or_path: str) -> str:
