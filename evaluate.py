@@ -7,6 +7,7 @@ tasks -> ``metrics.json``, ``report.md`` and plots in the run directory, and a t
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +18,50 @@ from omegaconf import DictConfig, OmegaConf
 
 from simpo.entrypoint import build_loss, register_resolvers
 from simpo.evaluation import decoding as dec
-from simpo.evaluation.generation import answer
+from simpo.evaluation.generation import answer, check_prompts
 from simpo.evaluation.judge import RewardModel, compare
 from simpo.evaluation.plots import reward_histogram, training_curves
 from simpo.evaluation.policy_source import LoadedPolicy, load_policy
 from simpo.evaluation.preference import pair_rewards, preference_metrics
-from simpo.evaluation.prompt_sets import FORMATS, detect_format, load_rows, read_answers, to_prompts, write_answers
+from simpo.evaluation.prompt_sets import Format, Prompt, load_prompts, read_answers, write_answers
 from simpo.evaluation.report import markdown_table, write_metrics, write_report
+from simpo.evaluation.settings import resolve_device, validate_settings
 from simpo.loss import SimPOLoss
 from simpo.module import SimPOModule
 
 log = logging.getLogger("evaluate")
 register_resolvers()
-TASKS = ("preference", "generate", "judge")
+
+
+@dataclass
+class Inputs:
+    """What the tasks read besides the policy, loaded and checked before any task runs.
+
+    Attributes:
+        fmt, prompts: the format and every question of ``generate.prompts`` (``None`` when unset).
+        reward_model: the judge's reward model, on the CPU until the judge runs (``None`` without ``judge``).
+        outputs, baseline: the judge's answer files, by prompt key (``outputs`` is ``None`` when this run's
+            ``generate`` task writes them).
+    """
+
+    fmt: Format | None = None
+    prompts: list[Prompt] | None = None
+    reward_model: RewardModel | None = None
+    outputs: dict[str, str] | None = None
+    baseline: dict[str, str] | None = None
+
+
+def load_inputs(cfg: DictConfig) -> Inputs:
+    """The prompt set (every row checked) and the judge's reward model and answer files, before any task runs."""
+    inputs = Inputs()
+    if cfg.generate.prompts is not None and ("generate" in cfg.tasks or "judge" in cfg.tasks):
+        inputs.fmt, inputs.prompts = load_prompts(cfg.generate.prompts, cfg.generate.split, cfg.generate.format)
+    if "judge" in cfg.tasks:
+        j = cfg.judge
+        inputs.reward_model = RewardModel(j.reward_model, j.trust_remote_code)
+        inputs.baseline = read_answers(j.baseline, "judge.baseline")
+        inputs.outputs = read_answers(j.outputs, "judge.outputs") if j.outputs else None
+    return inputs
 
 
 def run_preference(cfg: DictConfig, policy: LoadedPolicy, loss: SimPOLoss, run_dir: Path) -> tuple[dict, list]:
@@ -46,16 +78,11 @@ def run_preference(cfg: DictConfig, policy: LoadedPolicy, loss: SimPOLoss, run_d
     return metrics, [reward_histogram(pairs, run_dir / "reward_histogram.png")]
 
 
-def run_generate(cfg: DictConfig, policy: LoadedPolicy, run_dir: Path) -> tuple[dict, Path]:
-    """Answers to a benchmark prompt set, written where the benchmark's tool reads them."""
+def run_generate(
+    cfg: DictConfig, policy: LoadedPolicy, fmt: Format, prompts: list[Prompt], run_dir: Path
+) -> tuple[dict, Path]:
+    """Answers to a benchmark prompt set (already checked), written where the benchmark's tool reads them."""
     g = cfg.generate
-    if g.prompts is None:
-        raise ValueError("the generate task needs generate.prompts (a .json/.jsonl file or a hub id)")
-    rows = load_rows(g.prompts, g.split)[: g.limit]
-    fmt = detect_format(rows) if g.format == "auto" else g.format
-    if fmt not in FORMATS:
-        raise ValueError(f"generate.format must be auto or one of {FORMATS}, not {fmt!r}")
-    prompts = to_prompts(rows, fmt)
     name = g.name or policy.name
     family = dec.model_family(policy.model.config, name)
     decodings = [
@@ -73,43 +100,41 @@ def run_generate(cfg: DictConfig, policy: LoadedPolicy, run_dir: Path) -> tuple[
     return metrics, path
 
 
-def run_judge(cfg: DictConfig, generated: Path | None) -> dict[str, float]:
+def run_judge(cfg: DictConfig, inputs: Inputs, generated: Path | None) -> dict[str, float]:
     """Win rate of ``judge.outputs`` (or this run's answers) against ``judge.baseline`` by a reward model."""
-    j = cfg.judge
-    outputs = j.outputs or (str(generated) if generated else None)
-    if j.reward_model is None or j.baseline is None or outputs is None:
-        raise ValueError(
-            "the judge task needs judge.reward_model, judge.baseline and judge.outputs (or tasks=generate)"
-        )
-    answers, baseline = read_answers(outputs), read_answers(j.baseline)
+    assert inputs.reward_model is not None and inputs.baseline is not None  # load_inputs, for tasks=[judge]
+    answers = inputs.outputs if inputs.outputs is not None else read_answers(str(generated), "judge.outputs")
     prompts = {key: key for key in answers}  # AlpacaEval answers are keyed by their instruction
-    if cfg.generate.prompts is not None:
-        rows = load_rows(cfg.generate.prompts, cfg.generate.split)
-        fmt = detect_format(rows)
-        prompts.update({p.key if fmt != "alpaca_eval" else p.turns[0]: p.turns[0] for p in to_prompts(rows, fmt)})
-    device = "cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-    scores = compare(RewardModel(j.reward_model, j.trust_remote_code, device), prompts, answers, baseline,
-                     j.length_tolerance)  # fmt: skip
+    if inputs.prompts is not None:
+        alpaca = inputs.fmt == "alpaca_eval"
+        prompts.update({p.turns[0] if alpaca else p.key: p.turns[0] for p in inputs.prompts})
+    reward_model = inputs.reward_model.to(resolve_device(cfg.device))
+    scores = compare(reward_model, prompts, answers, inputs.baseline, cfg.judge.length_tolerance)
     return {f"judge/{key}": value for key, value in scores.items()}
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Run ``cfg.tasks``; returns the flat metrics also written to ``metrics.json``."""
-    unknown = set(cfg.tasks) - set(TASKS)
-    if unknown:
-        raise ValueError(f"unknown tasks {sorted(unknown)}: choose from {list(TASKS)}")
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Run ``cfg.tasks``; returns the flat metrics also written to ``metrics.json``.
+
+    Every input is checked before any task runs and before any file is written: the settings, the prompt set,
+    the reward model and the policy (NaN/Inf weights, a missing or truncated source are errors naming the key).
+    """
+    validate_settings(cfg)
     torch.manual_seed(cfg.seed)
+    inputs = load_inputs(cfg)
     m = cfg.model
     policy = load_policy(m.name_or_path, cfg.ckpt_path, m.tokenizer, m.dtype, m.attn_implementation)
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        policy.model.cuda()
+    generate_prompts = inputs.prompts[: cfg.generate.limit] if inputs.prompts is not None else []
+    if "generate" in cfg.tasks:
+        check_prompts(policy.tokenizer, generate_prompts)
+    policy.model.to(resolve_device(cfg.device))
     loss_cfg: dict[str, Any] = OmegaConf.to_container(cfg.loss, resolve=True)  # type: ignore[assignment]
     if policy.training_config is not None:  # the checkpoint's own beta and gamma/beta
         loss_cfg.update(policy.training_config["loss"])
     loss = build_loss(loss_cfg)
 
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, float] = {}
     images: list[Path] = []
     generated = None
@@ -118,10 +143,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         metrics.update(found)
         images += plots
     if "generate" in cfg.tasks:
-        found, generated = run_generate(cfg, policy, run_dir)
+        found, generated = run_generate(cfg, policy, inputs.fmt, generate_prompts, run_dir)  # type: ignore[arg-type]
         metrics.update(found)
     if "judge" in cfg.tasks:
-        metrics.update(run_judge(cfg, generated))
+        metrics.update(run_judge(cfg, inputs, generated))
     if cfg.training_logs:
         images.append(training_curves(Path(cfg.training_logs), run_dir / "training_curves.png"))
 

@@ -1,5 +1,7 @@
 """evaluate.py on the tiny bundled policy and data, offline: every task end to end, the files the benchmark
-tools read, the trainer's validation metrics reproduced, a double-BOS prompt set caught."""
+tools read, the trainer's validation metrics reproduced, a double-BOS prompt set caught; and every bad input
+(settings, prompt rows, reward model, NaN/Inf weights, missing or truncated sources) refused with an error that
+names its key before anything is written."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedModel
 
+from data.tokenizers import load_tokenizer
 from evaluate import evaluate
+from simpo.evaluation import plots
 from simpo.evaluation.decoding import decoding_for
-from simpo.evaluation.judge import win_rate
+from simpo.evaluation.judge import RewardModel, win_rate
 from simpo.evaluation.prompt_sets import detect_format
 from tests.conftest import ROOT, TINY_OVERRIDES, compose_train
 from train import train
@@ -43,6 +47,36 @@ def trained(tmp_path_factory) -> Path:
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def save_tiny_llama(path: Path, model_class: type = AutoModelForCausalLM, nan_in: str | None = None) -> Path:
+    """A random 1-layer Llama (causal LM or ``num_labels=1`` sequence classifier) with the bundled Llama 3
+    tokenizer, saved with ``save_pretrained``; ``nan_in`` names a parameter whose first entry becomes NaN."""
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("llama", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                  num_attention_heads=2, num_key_value_heads=1, vocab_size=128256, num_labels=1,
+                                  bos_token_id=128000, eos_token_id=128009, pad_token_id=128009)  # fmt: skip
+    model: PreTrainedModel = model_class.from_config(config)
+    if nan_in is not None:
+        with torch.no_grad():
+            model.get_parameter(nan_in).view(-1)[0] = float("nan")
+    model.save_pretrained(path)
+    load_tokenizer("llama3").save_pretrained(path)
+    return path
+
+
+def refused(run_dir: Path, overrides: list[str], error: type[Exception], match: str) -> None:
+    """``evaluate`` with ``overrides`` raises ``error`` matching ``match``, and writes nothing (no run dir)."""
+    cfg = compose_eval(run_dir, overrides)
+    with pytest.raises(error, match=match):
+        evaluate(cfg)
+    assert not run_dir.exists(), sorted(p.name for p in run_dir.iterdir())
+
+
+def alpaca_answers(path: Path, instructions: list[str], outputs: list[str], generator: str) -> Path:
+    rows = [{"instruction": q, "output": a, "generator": generator} for q, a in zip(instructions, outputs, strict=True)]
+    path.write_text(json.dumps(rows))
     return path
 
 
@@ -121,30 +155,17 @@ def test_a_double_bos_prompt_set_is_caught(trained, tmp_path):
 
 
 def test_judge_win_rate(trained, tmp_path):
-    torch.manual_seed(0)
-    config = AutoConfig.for_model("llama", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                  num_attention_heads=2, num_key_value_heads=1, vocab_size=128256, num_labels=1,
-                                  pad_token_id=128009)  # fmt: skip
-    reward_dir = tmp_path / "rm"
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(reward_dir)
-    from data.tokenizers import load_tokenizer
-
-    load_tokenizer("llama3").save_pretrained(reward_dir)
+    reward_dir = save_tiny_llama(tmp_path / "rm", AutoModelForSequenceClassification)
     instructions = [f"Tell me about animal number {i}." for i in range(6)]
-    ours = tmp_path / "ours.json"
-    ours.write_text(json.dumps([{"instruction": q, "output": "A long and helpful answer " * (i + 1),
-                                 "generator": "ours"} for i, q in enumerate(instructions)]))  # fmt: skip
-    base = tmp_path / "base.json"
-    base.write_text(json.dumps([{"instruction": q, "output": "No.", "generator": "base"} for q in instructions]))
+    long_answers = ["A long and helpful answer " * (i + 1) for i in range(6)]
+    ours = alpaca_answers(tmp_path / "ours.json", instructions, long_answers, "ours")
+    base = alpaca_answers(tmp_path / "base.json", instructions, ["No."] * 6, "base")
     cfg = compose_eval(tmp_path / "j", [f"model.name_or_path={trained / 'hf'}", "tasks=[judge]",
                                         f"judge.reward_model={reward_dir}", f"judge.outputs={ours}",
                                         f"judge.baseline={base}"])  # fmt: skip
     metrics = evaluate(cfg)
-    from simpo.evaluation.judge import RewardModel
-
     rm = RewardModel(str(reward_dir))
-    outcomes = [float(rm.score(q, "A long and helpful answer " * (i + 1)) > rm.score(q, "No."))
-                for i, q in enumerate(instructions)]  # fmt: skip
+    outcomes = [float(rm.score(q, a) > rm.score(q, "No.")) for q, a in zip(instructions, long_answers, strict=True)]
     assert metrics["judge/prompts"] == 6
     assert metrics["judge/win_rate"] == pytest.approx(sum(outcomes) / 6)
     assert metrics["judge/win_rate_ci_low"] <= metrics["judge/win_rate"] <= metrics["judge/win_rate_ci_high"]
@@ -199,3 +220,218 @@ def test_preference_loss_includes_the_sft_term_of_cpo_simpo():
     pure = preference_metrics(pairs, SimPOLoss(), [64])["loss"]
     cpo = preference_metrics(pairs, SimPOLoss(sft_weight=1.0), [64])["loss"]
     assert cpo - pure == pytest.approx(10.0 / 6.0)  # token-mean NLL of the chosen responses: (2 + 8) / (2 + 4)
+
+
+# --- bad inputs: each refused with an error naming its key, before any output is written ---------------------
+
+MISSING = "./does/not/exist"
+
+
+@pytest.mark.parametrize(
+    ("override", "error", "match"),
+    [
+        ("tasks=[]", ValueError, r"tasks must be a non-empty list of \['preference', 'generate', 'judge'\]"),
+        ("tasks=preference", ValueError, r"tasks must be a non-empty list"),
+        ("tasks=[preference,bleu]", ValueError, r"tasks: unknown tasks \['bleu'\]"),
+        ("device=tpu", ValueError, r"device must be one of \['auto', 'cpu', 'cuda'\], not 'tpu'"),
+        ("model.dtype=fp8", ValueError, r"model\.dtype must be one of"),
+        ("model.chunk_size=0", ValueError, r"model\.chunk_size must be a positive integer or null, not 0"),
+        ("preference.max_pairs=1.5", ValueError, r"preference\.max_pairs must be a positive integer or null"),
+        ("preference.length_buckets=[128,64]", ValueError, r"preference\.length_buckets must be a list of increasing"),
+        ("preference.length_buckets=[0,64]", ValueError, r"preference\.length_buckets .* got \[0, 64\]"),
+        ("preference.length_buckets=64", ValueError, r"preference\.length_buckets must be a list"),
+        ("generate.format=alpacaeval", ValueError, r"generate\.format must be one of \['auto', 'alpaca_eval'"),
+        ("generate.backend=tgi", ValueError, r"generate\.backend must be one of \['hf', 'vllm'\]"),
+        ("generate.batch_size=0", ValueError, r"generate\.batch_size must be a positive integer, not 0"),
+        ("generate.batch_size=null", ValueError, r"generate\.batch_size must be a positive integer, not None"),
+        ("generate.limit=-1", ValueError, r"generate\.limit must be a positive integer or null, not -1"),
+        ("generate.max_new_tokens=0", ValueError, r"generate\.max_new_tokens must be a positive integer or null"),
+        ("generate.temperature=-0.1", ValueError, r"generate\.temperature must be a number >= 0"),
+        ("generate.top_p=0", ValueError, r"generate\.top_p must be a number in \(0, 1\] or null, not 0"),
+        ("generate.top_p=1.5", ValueError, r"generate\.top_p must be a number in \(0, 1\]"),
+        ("judge.length_tolerance=2", ValueError, r"judge\.length_tolerance must be a number in \[0, 1\], not 2"),
+        ("tasks=[generate]", ValueError, r"the generate task needs generate\.prompts"),
+        ("tasks=[judge]", ValueError, r"the judge task needs judge\.reward_model"),
+        (f"training_logs={MISSING}.csv", FileNotFoundError, r"training_logs=\./does/not/exist\.csv: no such file"),
+    ],
+)
+def test_settings_are_checked_first(tmp_path, override, error, match):
+    # the policy does not exist either: a check that came too late would fail on it instead
+    refused(tmp_path / "run", [f"model.name_or_path={MISSING}", override], error, match)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
+def test_device_cuda_without_a_gpu(tmp_path):
+    refused(tmp_path / "run", [f"model.name_or_path={MISSING}", "device=cuda"], ValueError,
+            r"device=cuda but no CUDA GPU is available here: use device=auto or device=cpu")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fmt", "rows", "match"),
+    [
+        ("alpaca_eval", [{"instruction": "Hi"}, {"question": "Hi"}],
+         r"generate\.prompts=.*prompts\.jsonl: row 2 \(counting from 1\) has no field 'instruction', which "
+         r"generate\.format=alpaca_eval needs"),
+        ("auto", [{"instruction": "Hi"}, {"instruction": 3}],
+         r"row 2 .* 'instruction' that is not a string, which generate\.format=auto \(detected alpaca_eval"),
+        ("arena_hard", [{"question_id": 1, "turns": ["Hi"]}],
+         r"row 1 \(counting from 1\) has a turn that is not \{'content': string\}, which generate\.format=arena_hard"),
+        ("mt_bench", [{"question_id": 1, "turns": ["a", "b"]}, {"turns": ["a"]}],
+         r"row 2 \(counting from 1\) has no field 'question_id', which generate\.format=mt_bench needs"),
+        ("auto", [{"question": "Hi"}],
+         r"generate\.format=auto cannot tell the format of generate\.prompts=.* from its row 1 \(fields "
+         r"\['question'\]\): alpaca_eval needs 'instruction' \(a string\); arena_hard needs 'question_id' and "
+         r"'turns' .*; mt_bench needs 'question_id' and 'turns'"),
+        ("auto", [], r"generate\.prompts=.*: the prompt set has no rows"),
+    ],
+)  # fmt: skip
+def test_prompt_rows_are_checked_before_any_task(trained, tmp_path, fmt, rows, match):
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    refused(tmp_path / "run", [f"model.name_or_path={trained / 'hf'}", "tasks=[preference,generate]",
+                               f"generate.prompts={prompts}", f"generate.format={fmt}"], ValueError, match)  # fmt: skip
+
+
+def test_a_double_bos_prompt_is_caught_before_the_preference_task(trained, tmp_path):
+    prompts = tmp_path / "bad.json"
+    prompts.write_text(json.dumps([{"instruction": "Hi"}, {"instruction": "<|begin_of_text|>Hi"}]))
+    overrides = [f"model.name_or_path={trained / 'hf'}", "tasks=[preference,generate]", f"generate.prompts={prompts}"]
+    refused(tmp_path / "run", overrides, ValueError, r"prompt 1: the prompt holds 2 BOS")
+
+
+def judge_overrides(trained: Path, tmp_path: Path, reward_model: Path | str) -> list[str]:
+    """generate then judge: a reward model refused too late would leave the answers written."""
+    questions = ["Name a colour."]
+    prompts = tmp_path / "alpaca.json"
+    prompts.write_text(json.dumps([{"instruction": q} for q in questions]))
+    base = alpaca_answers(tmp_path / "base.json", questions, ["Red."], "base")
+    return [f"model.name_or_path={trained / 'hf'}", "tasks=[generate,judge]", f"generate.prompts={prompts}",
+            "generate.max_new_tokens=2", f"judge.reward_model={reward_model}", f"judge.baseline={base}"]  # fmt: skip
+
+
+def test_a_causal_lm_is_refused_as_reward_model(trained, tmp_path):
+    causal = save_tiny_llama(tmp_path / "causal")
+    refused(tmp_path / "run", judge_overrides(trained, tmp_path, causal), ValueError,
+            r"judge\.reward_model=.*causal is not a reward model: its config\.json names architectures "
+            r"\['LlamaForCausalLM'\], none of them \*ForSequenceClassification")  # fmt: skip
+    # a config that claims a sequence classifier over causal-LM weights: the score head would be fresh
+    config = json.loads((causal / "config.json").read_text())
+    (causal / "config.json").write_text(json.dumps({**config, "architectures": ["LlamaForSequenceClassification"]}))
+    refused(tmp_path / "run", judge_overrides(trained, tmp_path, causal), ValueError,
+            r"judge\.reward_model=.*causal: the checkpoint lacks weights of the LlamaForSequenceClassification "
+            r"it loads as \(score\.weight\), so they would be freshly initialised")  # fmt: skip
+
+
+def test_a_reward_model_with_nan_weights_is_refused(trained, tmp_path):
+    reward_dir = save_tiny_llama(tmp_path / "rm", AutoModelForSequenceClassification, nan_in="score.weight")
+    refused(tmp_path / "run", judge_overrides(trained, tmp_path, reward_dir), ValueError,
+            r"judge\.reward_model=.*rm: the weights hold NaN or Inf in 1 tensor \(score\.weight\)")  # fmt: skip
+
+
+def test_a_policy_with_nan_weights_is_refused(tmp_path):
+    policy = save_tiny_llama(tmp_path / "nan_policy", nan_in="model.layers.0.mlp.up_proj.weight")
+    refused(tmp_path / "run", [f"model.name_or_path={policy}", "preference.max_pairs=4"], ValueError,
+            r"model\.name_or_path=.*nan_policy: the weights hold NaN or Inf in 1 tensor "
+            r"\(model\.layers\.0\.mlp\.up_proj\.weight\)")  # fmt: skip
+
+
+def test_a_checkpoint_with_inf_weights_is_refused(trained, tmp_path):
+    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint["state_dict"]["policy.model.norm.weight"][0] = float("inf")
+    bad = tmp_path / "inf.ckpt"
+    torch.save(checkpoint, bad)
+    refused(tmp_path / "run", [f"ckpt_path={bad}", "preference.max_pairs=4"], ValueError,
+            r"ckpt_path=.*inf\.ckpt: the weights hold NaN or Inf in 1 tensor \(model\.norm\.weight\)")  # fmt: skip
+
+
+def test_a_stored_loss_chunk_size_is_ignored(trained, tmp_path):
+    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint["hyper_parameters"]["config"]["loss"]["chunk_size"] = 512  # written by runs before model.chunk_size
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    metrics = evaluate(compose_eval(tmp_path / "run", [f"ckpt_path={old}", "preference.max_pairs=4"]))
+    assert metrics["pairs"] == 4
+
+
+@pytest.mark.parametrize(
+    ("key", "error", "match"),
+    [
+        ("model.name_or_path", FileNotFoundError, r"model\.name_or_path=\./does/not/exist: no such directory"),
+        ("model.tokenizer", FileNotFoundError, r"model\.tokenizer=\./does/not/exist: no such directory"),
+        ("judge.reward_model", FileNotFoundError, r"judge\.reward_model=\./does/not/exist: no such directory"),
+        ("ckpt_path", FileNotFoundError, r"ckpt_path=does/not/exist: no such checkpoint file"),
+    ],
+)
+def test_a_missing_source_names_its_key(trained, tmp_path, key, error, match):
+    answers = alpaca_answers(tmp_path / "a.json", ["Hi"], ["Hello."], "x")
+    reward_dir = save_tiny_llama(tmp_path / "rm", AutoModelForSequenceClassification)
+    overrides = {"model.name_or_path": trained / "hf", "tasks": "[judge]", "judge.reward_model": reward_dir,
+                 "judge.outputs": answers, "judge.baseline": answers}  # fmt: skip
+    if key == "ckpt_path":
+        del overrides["model.name_or_path"]
+    overrides[key] = MISSING
+    refused(tmp_path / "run", [f"{k}={v}" for k, v in overrides.items()], error, match)
+
+
+def test_a_truncated_checkpoint_is_named(trained, tmp_path):
+    data = (trained / "checkpoints" / "last.ckpt").read_bytes()
+    for cut in (0, 100, len(data) // 2, len(data) - 100):
+        bad = tmp_path / f"cut{cut}.ckpt"
+        bad.write_bytes(data[:cut])
+        refused(tmp_path / "run", [f"ckpt_path={bad}"], ValueError,
+                rf"ckpt_path=.*cut{cut}\.ckpt: cut{cut}\.ckpt is not a complete checkpoint \(")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("key", "content", "match"),
+    [
+        ("judge.baseline", "[{\"instruction\": \"Hi\"}]", r"judge\.baseline=.*: row 1 \(counting from 1\) is not an "
+                                                          r"answer of the form \{instruction, output\}"),
+        ("judge.outputs", "[{\"instruction\": \"Hi\",", r"judge\.outputs=.*: not valid json"),
+    ],
+)  # fmt: skip
+def test_a_malformed_answer_file_names_its_key(trained, tmp_path, key, content, match):
+    good = alpaca_answers(tmp_path / "good.json", ["Hi"], ["Hello."], "x")
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    reward_dir = save_tiny_llama(tmp_path / "rm", AutoModelForSequenceClassification)
+    files = {"judge.outputs": good, "judge.baseline": good, key: bad}
+    refused(tmp_path / "run", [f"model.name_or_path={trained / 'hf'}", "tasks=[judge]",
+                               f"judge.reward_model={reward_dir}", *[f"{k}={v}" for k, v in files.items()]],
+            ValueError, match)  # fmt: skip
+
+
+# --- plots never crash on NaN/Inf: they show the finite values and count what they left out ------------------
+
+
+@pytest.fixture
+def figures(monkeypatch) -> list:
+    """The figures the plots would have closed, to read their titles."""
+    kept: list = []
+    monkeypatch.setattr(plots.plt, "close", kept.append)
+    return kept
+
+
+def test_reward_histogram_leaves_out_non_finite_rewards(tmp_path, figures):
+    chosen = torch.tensor([-1.0, float("nan"), -0.5, float("inf"), -0.2], dtype=torch.float64)
+    rejected = torch.tensor([-2.0, -1.0, float("-inf"), float("inf"), -0.1], dtype=torch.float64)
+    path = plots.reward_histogram({"rewards_chosen": chosen, "rewards_rejected": rejected}, tmp_path / "h.png")
+    assert path.stat().st_size > 1000
+    left, right = (axis.get_title() for axis in figures[0].axes)
+    assert left.endswith("(4 non-finite values left out)")  # 2 chosen + 2 rejected
+    assert "50.0% > 0" in right and right.endswith("(3 non-finite values left out)")  # margins [1, nan, inf, nan, -.1]
+    everything_bad = torch.full((3,), float("nan"), dtype=torch.float64)
+    plots.reward_histogram({"rewards_chosen": everything_bad, "rewards_rejected": everything_bad}, tmp_path / "n.png")
+    assert "no finite margin" in figures[1].axes[1].get_title()
+
+
+def test_training_curves_leave_out_non_finite_values(tmp_path, figures):
+    csv_path = tmp_path / "metrics.csv"
+    rows = ["step,train/loss,val/loss,train/rewards/margins", "0,0.69,,0.1", "1,nan,,inf", "2,0.5,0.6,",
+            "3,inf,nan,oops", ",0.4,,"]  # fmt: skip
+    csv_path.write_text("\n".join(rows) + "\n")
+    path = plots.training_curves(csv_path, tmp_path / "curves.png")
+    assert path.stat().st_size > 1000
+    loss, margins, accuracies = (axis.get_title() for axis in figures[0].axes)
+    assert loss == "loss\n(4 non-finite values left out)"  # train nan, inf, a row without step; val nan
+    assert margins == "rewards/margins\n(2 non-finite values left out)"
+    assert accuracies == "rewards/accuracies"  # no such column: an empty panel, no legend, no crash

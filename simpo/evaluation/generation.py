@@ -14,6 +14,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from simpo.evaluation.decoding import Decoding
 from simpo.evaluation.prompt_sets import Prompt
 
+BACKENDS = ("hf", "vllm")
+
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], where: str) -> list[int]:
     """Token ids of ``messages`` with the generation prompt, starting with exactly one BOS and holding no other.
@@ -35,6 +37,13 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]
             "with exactly one. Its text probably already contains a rendered chat template: pass plain text"
         )
     return ids
+
+
+def check_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt]) -> None:
+    """Check the first turn of every prompt (``prompt_ids``'s single-BOS rule) before anything is generated or
+    written; later turns, which hold the answers, are checked as they are built."""
+    for prompt in prompts:
+        prompt_ids(tokenizer, _messages(prompt, [], 0), f"prompt {prompt.key}")
 
 
 def _hf_generate(
@@ -99,8 +108,8 @@ def answer(
     Returns:
         (answers, token_lens): per prompt, the answer text and its number of tokens for each turn.
     """
-    if backend not in ("hf", "vllm"):
-        raise ValueError(f"generate.backend must be hf or vllm, not {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"generate.backend must be one of {BACKENDS}, not {backend!r}")
     if backend == "vllm" and model_dir is None:
         raise ValueError("generate.backend=vllm needs the policy as a Hugging Face directory (model.name_or_path)")
     answers: list[list[str]] = [[] for _ in prompts]
