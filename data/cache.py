@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from data.tokenizers import cache_root
 
-CODE_FILES = ("pair_encoding.py", "templating.py", "layouts.py", "bos.py", "report.py", "cache.py")
+CODE_FILES = ("file_rows.py", "pair_encoding.py", "templating.py", "layouts.py", "bos.py", "report.py", "cache.py")
 REPORT_FILE = "report.json"
 
 

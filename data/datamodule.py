@@ -1,10 +1,11 @@
 """The LightningDataModule: load preference splits, tokenise them with the SimPO recipe, report, batch them.
 
-Per split: load the rows (``data/sources.py``; a validation set may be carved out of train), map the columns and
-detect the layout (``data/layouts.py``), tokenise with ``datasets.map`` (``data/pair_encoding.py``), enforce the single
-BOS (``data/bos.py``), count what was dropped and why (``data/report.py``), and cache the result under a
-fingerprint of everything it depends on (``data/cache.py``). ``prepare_data`` does the tokenising once per node;
-``setup`` then loads the cache, writes ``data_report.json`` and prints a short table.
+Per split: load the rows (``data/sources.py``, local files through ``data/file_rows.py``; a validation set may be
+carved out of train), map the columns and detect the layout (``data/layouts.py``), tokenise with ``datasets.map``
+(``data/pair_encoding.py``), enforce the single BOS (``data/bos.py``), count what was dropped and why
+(``data/report.py``), and cache the result under a fingerprint of everything it depends on (``data/cache.py``).
+``prepare_data`` does the tokenising once per node; ``setup`` then loads the cache, writes ``data_report.json`` and
+prints a short table. Settings are checked in ``__init__`` (``data/keys.py``).
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from data.bos import BOS_POLICIES, diagnose
 from data.collate import PreferenceCollator
 from data.layouts import detect_layout, resolve_columns
 from data.pair_encoding import TOKEN_COLUMNS, PairEncoder, TruncationSettings
-from data.report import check_drop_fraction, format_table, split_report, write_report
+from data.report import STATS, check_drop_fraction, check_rows_left, format_table, split_report, write_report
 from data.resumable_loader import ResumableDataLoader
-from data.sources import carve_validation, load_split
+from data.sources import SplitRows, carve_validation, is_single_file, load_split
+from data.templating import require_chat_template
 from data.tokenizers import override_chat_template
 
 log = logging.getLogger(__name__)
@@ -39,11 +41,25 @@ MAP_BATCH_SIZE = 256
 class PreferenceDataModule(L.LightningDataModule):
     """Preference pairs from ``dataset`` as (2B, T) batches of chosen-then-rejected sequences.
 
+    Where validation comes from (``validation_source``; ``has_validation`` says whether there is any, already
+    after ``__init__``):
+
+    - a directory or hub id: ``test_split``; with ``test_split=None``, a seeded ``val_size`` carve-out of
+      ``train_split``; with neither, no validation. ``val_size`` with a ``test_split`` is an error, and so is
+      ``test_split == train_split`` (validation never runs on training rows);
+    - a single file (``.jsonl`` / ``.json`` / ``.parquet``): a file has no splits, so it is the training split
+      whatever ``train_split`` / ``test_split`` say; ``val_size`` carves a seeded validation set out of it (the
+      rest is trained on), otherwise there is no validation. One INFO log line says which.
+
+    Every setting is checked here, before any work: a bad value stops with a ``ValueError`` that names
+    ``data.<key>`` and the value.
+
     Args:
         tokenizer: the policy's tokenizer; it needs a chat template unless ``chat_template`` gives one.
         dataset: local file, local directory of split files / ``save_to_disk`` copy, or hub id.
-        train_split: split trained on.
-        test_split: split validated on (``None``: carve one with ``val_size``, or no validation).
+        train_split: split trained on (not used for a single file).
+        test_split: split validated on (``None``: carve one with ``val_size``, or no validation; not used for a
+            single file).
         max_length, max_prompt_length, truncation_mode: see ``TruncationSettings``.
         batch_size: pairs per device per step (a batch holds 2 x batch_size sequences).
         global_batch_size: pairs per optimizer step over all devices (``train.py`` derives gradient
@@ -54,8 +70,8 @@ class PreferenceDataModule(L.LightningDataModule):
         seed: seeds the shuffling of the training pairs and the carving of ``val_size``.
         chat_template: replaces the tokenizer's chat template (a bundled name: ``llama3``, ``mistral``,
             ``gemma2``; or a Jinja string); ``None`` keeps the tokenizer's own. The exported tokenizer carries it.
-        val_size: with ``test_split=None``, the validation rows carved out of train: a fraction in (0, 1) or a
-            count; ``None`` (and no test split): no validation.
+        val_size: with ``test_split=None`` or a single file, the validation rows carved out of train: a
+            fraction in (0, 1) or a count; ``None`` (and no test split): no validation.
         columns: ``{prompt: ..., chosen: ..., rejected: ...}``, the data set's names for the three fields.
         bos_policy: ``error`` (a sequence with more than one BOS stops setup) or ``fix`` (extra BOS dropped).
         num_proc: processes that tokenise (``datasets.map``); ``None`` or 1: this process.
@@ -97,21 +113,26 @@ class PreferenceDataModule(L.LightningDataModule):
         self.bos_policy = keys.one_of("bos_policy", bos_policy, BOS_POLICIES)
         num_proc = keys.positive_int("num_proc", num_proc, nullable=True)
         self.seed = keys.non_negative_int("seed", seed)
+        if not isinstance(dataset, (str, Path)) or not str(dataset).strip():
+            raise ValueError(f"data.dataset must name a file, a directory or a hub data set, not {dataset!r}")
         if columns is not None and not isinstance(columns, Mapping):
             raise ValueError(f"data.columns must map prompt / chosen / rejected to column names, not {columns!r}")
+        self.dataset = str(dataset)
+        self.single_file = is_single_file(self.dataset)
+        if not self.single_file:
+            if test_split is not None and val_size is not None:
+                raise ValueError(
+                    f"data.val_size={val_size} carves validation rows out of train only when data.test_split=null "
+                    f"(it is {test_split!r}): set one of them to null"
+                )
+            if test_split is not None and test_split == train_split:
+                raise ValueError(
+                    f"data.test_split={test_split!r} is also data.train_split, so validation would run on training "
+                    "rows: name another split, or set data.test_split=null and data.val_size=0.05 to carve one"
+                )
         override_chat_template(tokenizer, chat_template)
-        if not tokenizer.chat_template:
-            raise ValueError(
-                "the tokenizer has no chat template: set data.chat_template (a bundled name: llama3, mistral, "
-                "gemma2; or a Jinja string)"
-            )
-        if test_split is not None and val_size is not None:
-            raise ValueError(
-                f"data.val_size={val_size} carves validation rows out of train only when data.test_split=null "
-                f"(it is {test_split!r}): set one of them to null"
-            )
+        require_chat_template(tokenizer)
         self.tokenizer = tokenizer
-        self.dataset = dataset
         self.train_split = train_split
         self.test_split = test_split
         self.columns = dict(columns) if columns else None
@@ -123,23 +144,54 @@ class PreferenceDataModule(L.LightningDataModule):
         self.splits: dict[str, datasets.Dataset] = {}
         self.report: dict[str, Any] = {"splits": {}}
         self._prepared: dict[str, tuple[datasets.Dataset, dict[str, Any]] | None] = {}
+        self._loaded: dict[str, SplitRows] = {}
         self._tokenizer_digest: str | None = None
         self._train_loader: ResumableDataLoader | None = None
         self._train_loader_state: dict[str, int] | None = None
 
+    @property
+    def validation_source(self) -> str:
+        """Where validation pairs come from: ``test_split``, ``val_size`` (a carve-out of train) or ``none``."""
+        if self.val_size is not None:
+            return "val_size"
+        return "test_split" if self.test_split is not None and not self.single_file else "none"
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether there will be validation pairs (known from the settings alone, before ``setup``)."""
+        return self.validation_source != "none"
+
     # ---- loading and tokenising ----
 
-    def _rows(self, role: str) -> tuple[datasets.Dataset, list[int] | None, str] | None:
-        """(rows, their indices in the split as read or ``None``, split name) of ``role``; ``None``: no such role."""
-        if role == "val" and self.test_split is not None:
-            return load_split(self.dataset, self.test_split), None, self.test_split
-        if role == "val" and self.val_size is None:
+    def _load(self, split: str) -> SplitRows:
+        """``load_split`` once per split (a carve-out reads its split once for both roles)."""
+        if split not in self._loaded:
+            loaded = load_split(self.dataset, split)
+            if len(loaded.rows) == 0:  # every line malformed: report why, without tokenising
+                stats: dict[str, list[Any]] = {column: [] for column in STATS}
+                report = split_report(stats, None, split=loaded.name, layout="-", bos_policy=self.bos_policy,
+                                      malformed_lines=loaded.malformed_lines)  # fmt: skip
+                check_rows_left(report, self.dataset)
+            self._loaded[split] = loaded
+        return self._loaded[split]
+
+    def _rows(self, role: str) -> tuple[SplitRows, list[int] | None] | None:
+        """(rows of ``role``, their indices in the split as read or ``None``); ``None``: no such role.
+
+        A carved validation set holds no malformed lines: they count in the training part's report.
+        """
+        source = self.validation_source
+        if role == "val" and source == "none":
             return None
-        rows = load_split(self.dataset, self.train_split)
-        if self.test_split is not None or self.val_size is None:
-            return rows, None, self.train_split
-        train, val = carve_validation(rows, self.val_size, self.seed)
-        return (*(train if role == "train" else val), self.train_split)
+        if role == "val" and source == "test_split":
+            return self._load(str(self.test_split)), None
+        loaded = self._load(self.train_split)
+        if source != "val_size":
+            return loaded, None
+        (train, train_rows), (val, val_rows) = carve_validation(loaded.rows, self.val_size, self.seed)
+        if role == "train":
+            return SplitRows(train, loaded.name, loaded.malformed_lines), train_rows
+        return SplitRows(val, loaded.name), val_rows
 
     def _fingerprint(self, rows: datasets.Dataset, columns: dict[str, str], layout: str) -> str:
         if self._tokenizer_digest is None:
@@ -166,7 +218,8 @@ class PreferenceDataModule(L.LightningDataModule):
         found = self._rows(role)
         if found is None:
             return None
-        rows, source_rows, split = found
+        loaded, source_rows = found
+        rows, split = loaded.rows, loaded.name
         columns = resolve_columns(rows.column_names, self.columns)
         renamed = rows.select_columns(list(columns.values())).rename_columns(
             {name: field for field, name in columns.items() if name != field}
@@ -178,15 +231,16 @@ class PreferenceDataModule(L.LightningDataModule):
             pairs, report = cached
             log.info("%s split %r: tokenised pairs loaded from the cache %s", role, split, cache.entry_dir(key))
         else:
-            pairs, report = self._tokenize(renamed, source_rows, split, layout)
+            pairs, report = self._tokenize(renamed, source_rows, split, layout, loaded.malformed_lines)
             if self.use_cache:
                 cache.save(key, pairs, report)
         report = {**report, "role": role, "cache": {"fingerprint": key, "hit": cached is not None}}
-        check_drop_fraction(report, self.max_drop_fraction)
+        check_rows_left(report, self.dataset)
+        check_drop_fraction(report, self.max_drop_fraction, self.dataset)
         return pairs, report
 
     def _tokenize(
-        self, rows: datasets.Dataset, source_rows: list[int] | None, split: str, layout: str
+        self, rows: datasets.Dataset, source_rows: list[int] | None, split: str, layout: str, malformed: list[int]
     ) -> tuple[datasets.Dataset, dict[str, Any]]:
         encoder = PairEncoder(self.tokenizer, self.truncation, layout, self.bos_policy)
         encoded = rows.map(
@@ -198,7 +252,9 @@ class PreferenceDataModule(L.LightningDataModule):
             load_from_cache_file=False,
             desc=f"tokenising {split} ({layout})",
         )
-        report = split_report(encoded, source_rows, split=split, layout=layout, bos_policy=self.bos_policy)
+        stats = encoded.select_columns(list(STATS)).to_dict()
+        report = split_report(stats, source_rows, split=split, layout=layout, bos_policy=self.bos_policy,
+                              malformed_lines=malformed)  # fmt: skip
         kept = [i for i, reason in enumerate(encoded["drop_reason"]) if not reason]
         if self.bos_policy == "error" and self.tokenizer.bos_token_id is not None:
             self._check_single_bos(rows, encoded, kept, source_rows, split)
@@ -236,37 +292,51 @@ class PreferenceDataModule(L.LightningDataModule):
         for role in ("train", "val"):
             if role not in self.splits and role not in self._prepared:
                 self._prepared[role] = self._prepare(role)
+        self._loaded.clear()
 
     def setup(self, stage: str | None = None) -> None:
         """Load (from ``prepare_data`` or the cache) or build the splits of ``stage``; write the report."""
         roles = ["val"] if stage == "validate" else ["train", "val"]
-        changed = False
+        built = []
         for role in roles:
             if role in self.splits:
                 continue
             prepared = self._prepared.pop(role) if role in self._prepared else self._prepare(role)
             if prepared is None:
-                if role == "val" and stage != "validate":
-                    log.warning(
-                        "no validation: data.test_split and data.val_size are null, so training runs without "
-                        "validation (set data.val_size to carve a validation set out of %r)",
-                        self.train_split,
-                    )
                 continue
             self.splits[role], self.report["splits"][role] = prepared
             log.info(
                 "%s split %r: %d pairs (%s layout)", role, prepared[1]["split"], len(prepared[0]), prepared[1]["layout"]
             )
-            changed = True
-        if changed:
+            built.append(role)
+        self._loaded.clear()
+        if "train" in built:
+            self._log_validation()
+        if built:
             self._publish_report()
 
+    def _log_validation(self) -> None:
+        """Say where validation comes from when it is not simply ``data.test_split``."""
+        if self.single_file:
+            how = (
+                f"validating on a seeded carve-out of {self.report['splits']['val']['read']} rows "
+                f"(data.val_size={self.val_size}, seed={self.seed}; training never sees them)"
+                if "val" in self.splits
+                else "no validation (set data.val_size=0.05 to carve one)"
+            )
+            log.info("data.dataset=%s is a single file: training on it; %s", self.dataset, how)
+        elif self.validation_source == "none":
+            log.warning(
+                "no validation: data.test_split and data.val_size are null, so training runs without validation "
+                "(set data.val_size to carve a validation set out of %r)",
+                self.train_split,
+            )
+
     def _publish_report(self) -> None:
-        self.report["validation"] = (
-            "test_split" if self.test_split is not None else "val_size" if self.val_size is not None else "none"
-        )
+        self.report["validation"] = self.validation_source
         self.report["settings"] = {
             "dataset": str(self.dataset),
+            "single_file": self.single_file,
             **asdict(self.truncation),
             "bos_policy": self.bos_policy,
             "columns": self.columns,

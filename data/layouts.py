@@ -122,7 +122,8 @@ def detect_layout(rows: datasets.Dataset, columns: Mapping[str, str]) -> str:
         kind = _feature_kind(rows.features[columns[field]])
         if kind == "unknown":  # e.g. a null-typed column, or a loader that left the type open: look at values
             values = (v for v in rows.select(range(min(len(rows), 100)))[columns[field]] if v is not None)
-            kind = _value_kind(next(values, None))
+            first = next(values, None)
+            kind = _value_kind(first) if first is not None else "null in the first 100 rows"
         kinds[field] = kind
     layout = layout_of(kinds["prompt"], kinds["chosen"], kinds["rejected"])
     if layout is None:

@@ -1,8 +1,13 @@
 """The data report: what setup read, kept and dropped (and why), BOS repairs, lengths and truncation, per split.
 
-``split_report`` summarises the per-row columns that ``PairEncoder`` writes; ``check_drop_fraction`` enforces
+``split_report`` summarises the per-row columns that ``PairEncoder`` writes and the malformed lines of a JSON-lines
+file; ``check_rows_left`` stops a split with no usable row and ``check_drop_fraction`` enforces
 ``data.max_drop_fraction``; ``format_table`` is the short table setup prints; ``write_report`` writes
 ``data_report.json`` atomically.
+
+Example rows of a drop reason are row indices as read (0-based, counting the rows read; a carved validation set
+keeps the indices of the split it was carved from); ``malformed_json`` lines are not rows, so that reason lists
+1-based line numbers under ``lines`` instead of ``examples``.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import datasets
 import numpy as np
 
 EXAMPLES_PER_REASON = 5
 PERCENTILES = (50, 90, 99)
+MALFORMED = "malformed_json"
+STATS = ("drop_reason", "bos_extra", "prompt_tokens", "chosen_tokens", "rejected_tokens", "prompt_truncated",
+         "response_truncated")  # fmt: skip
 
 
 def length_stats(values: list[int]) -> dict[str, float]:
@@ -31,46 +38,59 @@ def length_stats(values: list[int]) -> dict[str, float]:
 
 
 def split_report(
-    encoded: datasets.Dataset, source_rows: list[int] | None, *, split: str, layout: str, bos_policy: str
+    columns: dict[str, list[Any]],
+    source_rows: list[int] | None,
+    *,
+    split: str,
+    layout: str,
+    bos_policy: str,
+    malformed_lines: list[int] | tuple[()] = (),
 ) -> dict[str, Any]:
     """Summary of one tokenised split.
 
     Args:
-        encoded: ``PairEncoder`` output, one row per row read (dropped ones included).
+        columns: the ``STATS`` columns of the ``PairEncoder`` output, one value per row read (dropped ones
+            included).
         source_rows: for each encoded row, its index in the split as read (``None``: the same index); a
             validation set carved out of train keeps the indices of the train split.
         split: the split's name as read (e.g. ``train_prefs``).
         layout: the detected layout.
         bos_policy: ``error`` or ``fix``.
+        malformed_lines: 1-based numbers of the lines of the split's file that were not JSON objects (dropped
+            before encoding; they count as read and dropped).
 
     Returns:
-        ``read``, ``kept``, ``dropped`` (``{reason: {count, examples}}``, examples being row indices as read),
-        ``drop_fraction``, ``bos_repairs`` (rows and tokens), ``truncated`` (prompts, responses), ``tokens``
-        (prompt / chosen / rejected token percentiles of the kept rows, before truncation), ``layout``.
+        ``read``, ``kept``, ``dropped`` (``{reason: {count, examples}}``, examples being row indices as read;
+        ``{count, lines}`` for ``malformed_json``), ``drop_fraction``, ``bos_repairs`` (rows and tokens),
+        ``truncated`` (prompts, responses), ``tokens`` (prompt / chosen / rejected token percentiles of the kept
+        rows, before truncation), ``layout``.
     """
-    columns = encoded.select_columns(
-        ["drop_reason", "bos_extra", "prompt_tokens", "chosen_tokens", "rejected_tokens", "prompt_truncated",
-         "response_truncated"]
-    ).to_dict()  # fmt: skip
     reasons = columns["drop_reason"]
     source = source_rows if source_rows is not None else range(len(reasons))
     counts = Counter(reason for reason in reasons if reason)
+    if malformed_lines:
+        counts[MALFORMED] = len(malformed_lines)
     dropped = {
-        reason: {
-            "count": count,
-            "examples": [source[i] for i, r in enumerate(reasons) if r == reason][:EXAMPLES_PER_REASON],
-        }
+        reason: (
+            {"count": count, "lines": list(malformed_lines[:EXAMPLES_PER_REASON])}
+            if reason == MALFORMED
+            else {
+                "count": count,
+                "examples": [source[i] for i, r in enumerate(reasons) if r == reason][:EXAMPLES_PER_REASON],
+            }
+        )
         for reason, count in counts.most_common()
     }
+    read = len(reasons) + len(malformed_lines)
     kept = [i for i, reason in enumerate(reasons) if not reason]
     bos_rows = [i for i in kept if columns["bos_extra"][i]]
     return {
         "split": split,
         "layout": layout,
-        "read": len(reasons),
+        "read": read,
         "kept": len(kept),
         "dropped": dropped,
-        "drop_fraction": round(sum(counts.values()) / max(len(reasons), 1), 6),
+        "drop_fraction": round(sum(counts.values()) / max(read, 1), 6),
         "bos_policy": bos_policy,
         "bos_repairs": {
             "rows": len(bos_rows) if bos_policy == "fix" else 0,
@@ -88,21 +108,45 @@ def split_report(
     }
 
 
-def check_drop_fraction(report: dict[str, Any], max_drop_fraction: float) -> None:
+def where_dropped(entry: dict[str, Any]) -> str:
+    """``rows [...]`` (row indices) or ``lines [...]`` (``malformed_json``) of one ``dropped`` entry."""
+    return f"lines {entry['lines']}" if "lines" in entry else f"rows {entry['examples']}"
+
+
+def top_reasons(report: dict[str, Any], count: int = 5) -> str:
+    """The ``count`` most frequent drop reasons of a split report, with their example rows or lines."""
+    return "; ".join(
+        f"{reason}: {entry['count']} ({where_dropped(entry)})"
+        for reason, entry in list(report["dropped"].items())[:count]
+    )
+
+
+def check_rows_left(report: dict[str, Any], dataset: str) -> None:
+    """Fail when a split kept no row at all (whatever ``data.max_drop_fraction`` allows).
+
+    Raises:
+        ValueError: naming the split, ``data.dataset`` and the counts per reason.
+    """
+    if report["kept"] == 0:
+        raise ValueError(
+            f"no usable rows remain in split {report['split']!r} of data.dataset={dataset}: {top_reasons(report)} "
+            f"(all {report['read']} rows read were dropped). Fix the data, or data.columns (missing_field) / "
+            "data.max_length (empty_response_after_truncation)"
+        )
+
+
+def check_drop_fraction(report: dict[str, Any], max_drop_fraction: float, dataset: str) -> None:
     """Fail when a split dropped more than ``max_drop_fraction`` of its rows.
 
     Raises:
         ValueError: listing the top reasons with example row indices and the settings involved.
     """
     if report["read"] and report["drop_fraction"] > max_drop_fraction:
-        reasons = "; ".join(
-            f"{reason}: {entry['count']} (rows {entry['examples']})"
-            for reason, entry in list(report["dropped"].items())[:5]
-        )
         raise ValueError(
-            f"split {report['split']!r}: dropped {report['read'] - report['kept']} of {report['read']} rows "
+            f"split {report['split']!r} of data.dataset={dataset}: dropped {report['read'] - report['kept']} of "
+            f"{report['read']} rows "
             f"({report['drop_fraction']:.2%}), more than data.max_drop_fraction={max_drop_fraction}. "
-            f"Top reasons: {reasons}. Fix the data (or data.columns / data.max_length for "
+            f"Top reasons: {top_reasons(report)}. Fix the data (or data.columns / data.max_length for "
             "empty_response_after_truncation), or raise data.max_drop_fraction to accept the loss"
         )
 
@@ -112,7 +156,7 @@ def format_table(report: dict[str, Any]) -> str:
     header = ["split", "role", "layout", "read", "kept", "dropped", "bos fixed", "trunc. prompts", "prompt p50/p99",
               "response p50/p99", "cache"]  # fmt: skip
     rows = [header]
-    for role, entry in report["splits"].items():
+    for role, entry in sorted(report["splits"].items(), key=lambda item: item[0] != "train"):  # train first
         tokens = entry["tokens"]
         response_p50 = max(tokens["chosen"]["p50"], tokens["rejected"]["p50"])
         response_p99 = max(tokens["chosen"]["p99"], tokens["rejected"]["p99"])
@@ -125,7 +169,7 @@ def format_table(report: dict[str, Any]) -> str:
     widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
     lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
     reasons = [
-        f"  {role}: {reason}={entry['count']} (rows {entry['examples']})"
+        f"  {role}: {reason}={entry['count']} ({where_dropped(entry)})"
         for role, split in report["splits"].items()
         for reason, entry in split["dropped"].items()
     ]

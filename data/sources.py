@@ -1,61 +1,149 @@
 """Find and load the splits of a preference data set (a local file, a local directory, or a hub id); carve a seeded
-validation set out of train (``data.val_size``)."""
+validation set out of train (``data.val_size``).
+
+``data.dataset`` is, in this order: an existing file (a single file has no splits: it is the training split), an
+existing directory (``<split>.jsonl|.json|.parquet`` files, or a ``save_to_disk`` copy), a path that does not
+exist (anything with a data-file suffix, starting with ``.``, ``/`` or ``~``, or with more than one ``/``: an error
+that names the working directory), or else a hub id. Every error names ``data.dataset`` and the cause.
+"""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 import numpy as np
 
-FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+from data.file_rows import FILE_TYPES, one_line, read_file
+
+PATH_SUFFIXES = (*FILE_TYPES, ".csv", ".tsv", ".txt", ".arrow", ".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+@dataclass(frozen=True)
+class SplitRows:
+    """The rows of one split as read.
+
+    Attributes:
+        rows: the rows (malformed lines of a JSON-lines file left out).
+        name: the split's name in reports: the split asked for, or the file's name for a single file.
+        malformed_lines: 1-based numbers of the lines dropped as ``malformed_json`` (local JSON files only).
+    """
+
+    rows: datasets.Dataset
+    name: str
+    malformed_lines: list[int] = field(default_factory=list)
+
+
+def is_single_file(dataset: str) -> bool:
+    """Whether ``data.dataset`` names an existing file (the training split; it has no other split)."""
+    return Path(str(dataset)).expanduser().is_file()
+
+
+def looks_like_path(dataset: str) -> bool:
+    """Whether ``data.dataset`` is clearly a local path rather than a hub id (``name`` or ``org/name``)."""
+    return (
+        dataset.startswith((".", "/", "~"))
+        or "\\" in dataset
+        or dataset.count("/") > 1
+        or Path(dataset).suffix.lower() in PATH_SUFFIXES
+    )
 
 
 def _split_file(directory: Path, split: str) -> Path | None:
     """The file of ``split`` in a directory of split files (``<split>.jsonl|.json|.parquet``)."""
-    matches = [directory / f"{split}{suffix}" for suffix in FILE_BUILDERS]
+    matches = [directory / f"{split}{suffix}" for suffix in FILE_TYPES]
     found = [path for path in matches if path.is_file()]
     if len(found) > 1:
         raise ValueError(f"{directory} holds several files for split {split!r}: {[p.name for p in found]}")
     return found[0] if found else None
 
 
-def _load_file(path: Path) -> datasets.Dataset:
-    builder = FILE_BUILDERS.get(path.suffix)
-    if builder is None:
-        raise ValueError(f"data.dataset={path}: unsupported file type; use one of {sorted(FILE_BUILDERS)}")
-    return datasets.load_dataset(builder, data_files=str(path), split="train")
+def _missing_path(dataset: str) -> FileNotFoundError:
+    path = Path(dataset).expanduser()
+    where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+    parent = path.parent if path.parent != Path() else Path.cwd()
+    nearby = sorted(p.name for p in parent.iterdir() if p.suffix in FILE_TYPES) if parent.is_dir() else []
+    hint = f"; data files in {parent}: {nearby[:10]}" if nearby else ""
+    return FileNotFoundError(f"data.dataset={dataset}: no such file or directory{where}{hint}")
 
 
-def load_split(dataset: str, split: str) -> datasets.Dataset:
+def _load_hub(dataset: str, split: str) -> datasets.Dataset:
+    """A split of a hub data set; an error that names ``data.dataset`` when it cannot be loaded."""
+    try:
+        return datasets.load_dataset(dataset, split=split)
+    except Exception as error:  # datasets raises many types (offline, not found, gated, bad split): say which
+        cause = one_line(error)
+        if isinstance(error, ValueError) and "split" in str(error).lower():
+            raise ValueError(
+                f"data.dataset={dataset} has no split {split!r} ({cause}): set data.train_split / data.test_split"
+            ) from error
+        raise ValueError(
+            f"data.dataset={dataset} is neither a local path (nothing named {dataset!r} in the working directory "
+            f"{Path.cwd()}) nor a reachable hub data set: {cause}"
+        ) from error
+
+
+def _load_from_disk(path: Path, dataset: str, split: str) -> datasets.Dataset:
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except Exception as error:  # e.g. a split saved with no rows has no shard, and datasets fails on it
+        raise ValueError(
+            f"data.dataset={dataset} is a save_to_disk copy that cannot be loaded: {one_line(error)}"
+        ) from error
+    if not isinstance(loaded, datasets.DatasetDict):
+        return loaded
+    if split not in loaded:
+        raise ValueError(
+            f"data.dataset={dataset} (a save_to_disk copy) has no split {split!r} (it has: {list(loaded)}): set "
+            "data.train_split / data.test_split to one of them"
+        )
+    return loaded[split]
+
+
+def load_split(dataset: str, split: str) -> SplitRows:
     """Load one split of ``dataset``.
 
     Args:
-        dataset: a local file (the whole file is the split), a directory holding ``<split>.jsonl`` /
-            ``.json`` / ``.parquet`` files or a ``save_to_disk`` copy, or a Hugging Face hub id.
+        dataset: a local file (the whole file is the training split; ``split`` does not apply), a directory
+            holding ``<split>.jsonl`` / ``.json`` / ``.parquet`` files or a ``save_to_disk`` copy, or a hub id.
         split: the split's name (e.g. ``train_prefs``).
 
     Raises:
-        FileNotFoundError: the directory has no file for ``split``; the message lists what it has.
+        FileNotFoundError: a local path that does not exist, or a directory without a file for ``split`` (the
+            message lists what it has).
+        ValueError: a split with no rows, a file that cannot be read (``data/file_rows.py``), a hub id that
+            cannot be loaded or has no such split.
     """
+    dataset = str(dataset)
     path = Path(dataset).expanduser()
     if path.is_file():
-        return _load_file(path)
+        where = f"data.dataset={dataset}, a single file (the training split)"
+        read = read_file(path, where)
+        return SplitRows(read.rows, path.name, read.malformed_lines)
     if path.is_dir():
         if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
-            loaded = datasets.load_from_disk(str(path))
-            return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+            rows = _load_from_disk(path, dataset, split)
+            return SplitRows(_with_rows(rows, f"split {split!r} of data.dataset={dataset}"), split)
         split_file = _split_file(path, split)
         if split_file is None:
-            present = sorted(p.name for p in path.iterdir() if p.suffix in FILE_BUILDERS)
+            present = sorted(p.name for p in path.iterdir() if p.suffix in FILE_TYPES)
             raise FileNotFoundError(
                 f"data.dataset={dataset} has no file for split {split!r} (found: {present}); "
                 "set data.train_split / data.test_split to one of them"
             )
-        return _load_file(split_file)
-    if dataset.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"data.dataset={dataset}: no such file or directory")
-    return datasets.load_dataset(dataset, split=split)
+        read = read_file(split_file, f"split {split!r} of data.dataset={dataset}")
+        return SplitRows(read.rows, split, read.malformed_lines)
+    if looks_like_path(dataset) or os.path.isabs(dataset):
+        raise _missing_path(dataset)
+    return SplitRows(_with_rows(_load_hub(dataset, split), f"split {split!r} of data.dataset={dataset}"), split)
+
+
+def _with_rows(rows: datasets.Dataset, where: str) -> datasets.Dataset:
+    if len(rows) == 0:
+        raise ValueError(f"{where} holds no rows: point data.dataset / data.train_split / data.test_split at data")
+    return rows
 
 
 def validation_count(val_size: float | int, total: int) -> int:

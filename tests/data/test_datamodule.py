@@ -73,12 +73,12 @@ def test_second_setup_hits_the_cache_and_a_setting_change_misses(tokenizer, tmp_
     assert first.report["splits"]["train"]["cache"]["hit"] is False
     assert len(list((isolated_cache / "tokenized").iterdir())) == 1
 
-    monkeypatch.setattr(PairEncoder, "__call__", lambda *a, **k: pytest.fail("tokenised again"))
-    second = _module(tokenizer, tmp_path / "d", tmp_path)
-    second.setup()
+    with monkeypatch.context() as patch:  # (undo() would also undo isolated_cache's SIMPO_CACHE)
+        patch.setattr(PairEncoder, "__call__", lambda *a, **k: pytest.fail("tokenised again"))
+        second = _module(tokenizer, tmp_path / "d", tmp_path)
+        second.setup()
     assert second.report["splits"]["train"]["cache"]["hit"] is True
     assert second.splits["train"][:] == first.splits["train"][:]
-    monkeypatch.undo()
 
     third = _module(tokenizer, tmp_path / "d", tmp_path, max_length=200)
     third.setup()
@@ -138,3 +138,52 @@ def test_validate_stage_loads_only_the_test_split(llama3_tokenizer, tmp_path, is
     assert list(module.splits) == ["val"] and len(module.splits["val"]) == 6
     batch = next(iter(module.val_dataloader()))
     assert batch["input_ids"].shape[0] == 2 * 2  # batch_size 2 pairs -> (2B, T)
+
+
+def test_malformed_json_lines_are_dropped_and_counted_by_line_number(tokenizer, tmp_path, isolated_cache, caplog):
+    lines = [json.dumps(row) for row in ROWS]
+    lines[7] = {**ROWS[7], "rejected": ROWS[7]["chosen"]}  # chosen_equals_rejected: row 7 of the rows read
+    lines[7] = json.dumps(lines[7])
+    lines.insert(2, '{"prompt": "cut off", "chosen": [')  # line 3
+    lines.insert(20, "{'prompt': 'single quotes'}")  # line 21
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "train_prefs.jsonl").write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.INFO, logger="data.datamodule"):
+        module = _module(tokenizer, tmp_path / "d", tmp_path, max_drop_fraction=0.1)
+        module.setup()
+    train = json.loads((tmp_path / "run" / "data_report.json").read_text())["splits"]["train"]
+    assert (train["read"], train["kept"]) == (42, 39)
+    assert train["dropped"] == {"malformed_json": {"count": 2, "lines": [3, 21]},
+                                "chosen_equals_rejected": {"count": 1, "examples": [7]}}  # fmt: skip
+    assert "malformed_json=2 (lines [3, 21])" in caplog.text
+
+    with pytest.raises(ValueError, match=r"more than data\.max_drop_fraction=0\.01\. Top reasons: malformed_json: 2 "
+                                         r"\(lines \[3, 21\]\); chosen_equals_rejected: 1 \(rows \[7\]\)"):  # fmt: skip
+        _module(tokenizer, tmp_path / "d", tmp_path).setup()
+
+
+def test_no_usable_rows_left_is_an_error_even_when_every_drop_is_allowed(llama3_tokenizer, tmp_path, isolated_cache):
+    rows = [{**row, "rejected": row["chosen"]} for row in ROWS[:6]]
+    write_split(tmp_path / "d", "train_prefs", [*rows, {**ROWS[6], "chosen": None}])
+    with pytest.raises(
+        ValueError,
+        match=rf"^no usable rows remain in split 'train_prefs' of data\.dataset={tmp_path / 'd'}: "
+        r"chosen_equals_rejected: 6 \(rows \[0, 1, 2, 3, 4\]\); missing_field: 1 \(rows \[6\]\) \(all 7 rows read",
+    ):
+        _module(llama3_tokenizer, tmp_path / "d", tmp_path, max_drop_fraction=1.0).setup()
+    (tmp_path / "bad.jsonl").write_text("oops\n\n{nope\n")
+    with pytest.raises(
+        ValueError, match=r"no usable rows remain in split 'bad\.jsonl' .*malformed_json: 2 \(lines \[1, 3\]"
+    ):
+        _module(llama3_tokenizer, tmp_path / "bad.jsonl", tmp_path, max_drop_fraction=1.0, val_size=0.5).setup()
+
+
+def test_loading_says_the_right_split_name_and_keeps_the_tokenising_progress(
+    llama3_tokenizer, tmp_path, isolated_cache, capfd
+):
+    write_split(tmp_path / "d", "train_prefs", ROWS)
+    write_split(tmp_path / "d", "test_prefs", ROWS[:8])
+    _module(llama3_tokenizer, tmp_path / "d", tmp_path, test_split="test_prefs").setup()
+    printed = capfd.readouterr().err
+    assert "Generating" not in printed  # was "Generating train split" for every file, the test split's too
+    assert "tokenising train_prefs" in printed and "tokenising test_prefs" in printed

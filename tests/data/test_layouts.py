@@ -55,6 +55,9 @@ def test_undecidable_layout_names_data_columns():
     rows = datasets.Dataset.from_list([{"prompt": "p", "chosen": [GOOD], "rejected": "text"}])
     with pytest.raises(ValueError, match=r"cannot tell the layout.*data\.columns"):
         detect_layout(rows, {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"})
+    nulls = datasets.Dataset.from_list([{"prompt": "p", "chosen": None, "rejected": [GOOD]}])
+    with pytest.raises(ValueError, match=r"chosen=chosen \(null in the first 100 rows\)"):
+        detect_layout(nulls, {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"})
 
 
 def _replace_chosen_last(content):
