@@ -18,6 +18,7 @@ from typing import Any
 import datasets
 from transformers import PreTrainedTokenizerBase
 
+from data.progress import no_progress_bars
 from data.tokenizers import cache_root
 
 CODE_FILES = ("file_rows.py", "pair_encoding.py", "templating.py", "layouts.py", "bos.py", "report.py", "cache.py")
@@ -56,7 +57,9 @@ def load(key: str) -> tuple[datasets.Dataset, dict[str, Any]] | None:
     directory = entry_dir(key)
     if not (directory / REPORT_FILE).is_file():
         return None
-    return datasets.load_from_disk(str(directory / "data")), json.loads((directory / REPORT_FILE).read_text())
+    with no_progress_bars():
+        dataset = datasets.load_from_disk(str(directory / "data"))
+    return dataset, json.loads((directory / REPORT_FILE).read_text())
 
 
 def save(key: str, dataset: datasets.Dataset, report: dict[str, Any]) -> None:
@@ -65,7 +68,8 @@ def save(key: str, dataset: datasets.Dataset, report: dict[str, Any]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
     try:
-        dataset.save_to_disk(str(tmp / "data"))
+        with no_progress_bars():
+            dataset.save_to_disk(str(tmp / "data"))
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2))
         try:
             tmp.rename(target)

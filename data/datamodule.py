@@ -26,6 +26,7 @@ from data.bos import BOS_POLICIES, diagnose
 from data.collate import PreferenceCollator
 from data.layouts import detect_layout, resolve_columns
 from data.pair_encoding import TOKEN_COLUMNS, PairEncoder, TruncationSettings
+from data.progress import no_progress_bars
 from data.report import STATS, check_drop_fraction, check_rows_left, format_table, split_report, write_report
 from data.resumable_loader import ResumableDataLoader
 from data.sources import SplitRows, carve_validation, is_single_file, load_split
@@ -258,7 +259,9 @@ class PreferenceDataModule(L.LightningDataModule):
         kept = [i for i, reason in enumerate(encoded["drop_reason"]) if not reason]
         if self.bos_policy == "error" and self.tokenizer.bos_token_id is not None:
             self._check_single_bos(rows, encoded, kept, source_rows, split)
-        return encoded.select(kept).select_columns(TOKEN_COLUMNS).flatten_indices(), report
+        with no_progress_bars():
+            pairs = encoded.select(kept).select_columns(TOKEN_COLUMNS).flatten_indices()
+        return pairs, report
 
     def _check_single_bos(
         self,

@@ -17,6 +17,7 @@ import datasets
 import numpy as np
 
 from data.file_rows import FILE_TYPES, one_line, read_file
+from data.progress import no_progress_bars
 
 PATH_SUFFIXES = (*FILE_TYPES, ".csv", ".tsv", ".txt", ".arrow", ".gz", ".bz2", ".xz", ".zst", ".zip")
 
@@ -87,7 +88,8 @@ def _load_hub(dataset: str, split: str) -> datasets.Dataset:
 
 def _load_from_disk(path: Path, dataset: str, split: str) -> datasets.Dataset:
     try:
-        loaded = datasets.load_from_disk(str(path))
+        with no_progress_bars():
+            loaded = datasets.load_from_disk(str(path))
     except Exception as error:  # e.g. a split saved with no rows has no shard, and datasets fails on it
         raise ValueError(
             f"data.dataset={dataset} is a save_to_disk copy that cannot be loaded: {one_line(error)}"

@@ -6,6 +6,7 @@ import json
 import logging
 import types
 
+import datasets
 import pytest
 
 from data.datamodule import PreferenceDataModule
@@ -186,4 +187,6 @@ def test_loading_says_the_right_split_name_and_keeps_the_tokenising_progress(
     _module(llama3_tokenizer, tmp_path / "d", tmp_path, test_split="test_prefs").setup()
     printed = capfd.readouterr().err
     assert "Generating" not in printed  # was "Generating train split" for every file, the test split's too
+    assert "Flattening" not in printed and "Saving the dataset" not in printed  # internal steps stay quiet
     assert "tokenising train_prefs" in printed and "tokenising test_prefs" in printed
+    assert not datasets.are_progress_bars_disabled()  # the setting is back as it was
