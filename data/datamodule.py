@@ -50,7 +50,10 @@ class PreferenceDataModule(L.LightningDataModule):
       ``test_split == train_split`` (validation never runs on training rows);
     - a single file (``.jsonl`` / ``.json`` / ``.parquet``): a file has no splits, so it is the training split
       whatever ``train_split`` / ``test_split`` say; ``val_size`` carves a seeded validation set out of it (the
-      rest is trained on), otherwise there is no validation. One INFO log line says which.
+      rest is trained on), otherwise there is no validation. One INFO log line says which. For evaluation only
+      (``evaluate.py``), ``whole_file_validation=True`` makes a single file without ``val_size`` the validation
+      split, every row of it, and leaves no training split (with ``val_size`` the carve-out is still the
+      validation set, the same rows a training run validated on).
 
     Every setting is checked here, before any work: a bad value stops with a ``ValueError`` that names
     ``data.<key>`` and the value.
@@ -78,6 +81,8 @@ class PreferenceDataModule(L.LightningDataModule):
         num_proc: processes that tokenise (``datasets.map``); ``None`` or 1: this process.
         cache: reuse tokenised splits from ``<cache root>/tokenized/<fingerprint>/`` (and store them there).
         report_dir: directory that receives ``data_report.json`` (``None``: the report is only logged).
+        whole_file_validation: evaluation only: a single file without ``val_size`` is validated on whole (not a
+            data key: ``evaluate.py`` passes it).
     """
 
     def __init__(
@@ -102,6 +107,7 @@ class PreferenceDataModule(L.LightningDataModule):
         num_proc: int | None = None,
         cache: bool = True,
         report_dir: str | Path | None = None,
+        whole_file_validation: bool = False,
     ) -> None:
         super().__init__()
         self.truncation = TruncationSettings(max_length, max_prompt_length, truncation_mode)  # type: ignore[arg-type]
@@ -140,6 +146,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.num_proc = num_proc if num_proc and num_proc > 1 else None
         self.use_cache = cache
         self.report_dir = Path(report_dir) if report_dir is not None else None
+        self.whole_file_validation = bool(whole_file_validation)
         pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
         self.collator = PreferenceCollator(pad_token_id=pad_id, pad_to_multiple_of=pad_to_multiple_of)
         self.splits: dict[str, datasets.Dataset] = {}
@@ -152,10 +159,13 @@ class PreferenceDataModule(L.LightningDataModule):
 
     @property
     def validation_source(self) -> str:
-        """Where validation pairs come from: ``test_split``, ``val_size`` (a carve-out of train) or ``none``."""
+        """Where validation pairs come from: ``test_split``, ``val_size`` (a carve-out of train), ``file`` (a
+        single file, whole: ``whole_file_validation``) or ``none``."""
         if self.val_size is not None:
             return "val_size"
-        return "test_split" if self.test_split is not None and not self.single_file else "none"
+        if self.single_file:
+            return "file" if self.whole_file_validation else "none"
+        return "test_split" if self.test_split is not None else "none"
 
     @property
     def has_validation(self) -> bool:
@@ -186,6 +196,8 @@ class PreferenceDataModule(L.LightningDataModule):
             return None
         if role == "val" and source == "test_split":
             return self._load(str(self.test_split)), None
+        if source == "file":  # evaluation of a whole file: it is no training split
+            return (self._load(self.train_split), None) if role == "val" else None
         loaded = self._load(self.train_split)
         if source != "val_size":
             return loaded, None
@@ -313,13 +325,23 @@ class PreferenceDataModule(L.LightningDataModule):
             )
             built.append(role)
         self._loaded.clear()
-        if "train" in built:
-            self._log_validation()
+        self._log_validation(built)
         if built:
             self._publish_report()
 
-    def _log_validation(self) -> None:
-        """Say where validation comes from when it is not simply ``data.test_split``."""
+    def _log_validation(self, built: list[str]) -> None:
+        """Say where validation comes from (once, with the split that decides it) when it is not a test split."""
+        if self.validation_source == "file":
+            if "val" in built:
+                log.info(
+                    "data.dataset=%s is a single file: validating on all %d rows of it (whole_file_validation; no "
+                    "training split)",
+                    self.dataset,
+                    self.report["splits"]["val"]["read"],
+                )
+            return
+        if "train" not in built:
+            return
         if self.single_file:
             how = (
                 f"validating on a seeded carve-out of {self.report['splits']['val']['read']} rows "
@@ -370,6 +392,11 @@ class PreferenceDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if "train" not in self.splits:
+            raise ValueError(
+                f"no training split: data.dataset={self.dataset} is a single file validated on whole "
+                "(whole_file_validation=True is for evaluation)"
+            )
         loader = self._loader("train", shuffle=True)
         if self._train_loader_state is not None:
             loader.load_state_dict(self._train_loader_state)

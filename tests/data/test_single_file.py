@@ -97,3 +97,25 @@ def test_the_test_split_cannot_be_the_training_split(llama3_tokenizer, tmp_path)
     write_split(tmp_path / "d", "train", ROWS)
     with pytest.raises(ValueError, match=r"data\.test_split='train' is also data\.train_split, so validation would"):
         PreferenceDataModule(llama3_tokenizer, str(tmp_path / "d"), train_split="train", test_split="train")
+
+
+def test_evaluation_can_validate_on_a_whole_file_but_never_on_a_carved_files_training_rows(
+    llama3_tokenizer, tmp_path, isolated_cache, caplog
+):
+    path = write_file(tmp_path / "heldout.jsonl")
+    module = PreferenceDataModule(llama3_tokenizer, str(path), whole_file_validation=True, **SETTINGS)
+    assert module.has_validation is True
+    with caplog.at_level(logging.INFO, logger="data.datamodule"):
+        module.setup("validate")
+    assert list(module.splits) == ["val"] and len(module.splits["val"]) == 40
+    assert single_file_lines(caplog) == [
+        f"data.dataset={path} is a single file: validating on all 40 rows of it (whole_file_validation; no "
+        "training split)"
+    ]
+    with pytest.raises(ValueError, match=r"no training split: data\.dataset=.* is a single file validated on whole"):
+        module.train_dataloader()
+    carved = PreferenceDataModule(llama3_tokenizer, str(path), whole_file_validation=True, val_size=10, **SETTINGS)
+    carved.setup("validate")
+    trained = PreferenceDataModule(llama3_tokenizer, str(path), val_size=10, **SETTINGS)
+    trained.setup()
+    assert carved.splits["val"][:] == trained.splits["val"][:]  # the rows the training run validated on
