@@ -29,7 +29,6 @@ import pyarrow.json as paj
 import pyarrow.parquet as pq
 
 FILE_TYPES = (".jsonl", ".json", ".parquet")
-MALFORMED = "malformed_json"
 BLOCK_SIZE = 1 << 20  # bytes per pyarrow parse block (a longer line takes the line scan)
 MAX_BLOCK_SIZE = (1 << 31) - 1
 BOM = b"\xef\xbb\xbf"
@@ -131,7 +130,7 @@ def _read_json_lines(path: Path, where: str) -> tuple[pa.Table, list[int]]:
         if not line.strip():
             continue
         if _is_object(line):
-            good.append(line.encode())
+            good.append(line.strip().encode())
             good_numbers.append(number)
         else:
             malformed.append(number)
@@ -217,8 +216,6 @@ def _read_json_array(path: Path, where: str) -> pa.Table:
         items = json.loads(text, parse_constant=_reject_constant)
     except ValueError as error:
         raise ValueError(f"{path} is not valid JSON ({error}); it is {where}") from error
-    if not isinstance(items, list):
-        raise ValueError(f"{path} must hold one JSON array of row objects or one JSON object per line; it is {where}")
     not_objects = [i for i, item in enumerate(items) if not isinstance(item, dict)]
     if not_objects:
         raise ValueError(
