@@ -13,10 +13,9 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from simpo.entrypoint import build_loss, register_resolvers
+from simpo.entrypoint import build, build_loss, register_resolvers, silence_library_noise, user_errors_as_messages
 from simpo.evaluation import decoding as dec
 from simpo.evaluation.generation import answer, check_prompts
 from simpo.evaluation.judge import RewardModel, compare
@@ -31,6 +30,7 @@ from simpo.module import SimPOModule
 
 log = logging.getLogger("evaluate")
 register_resolvers()
+silence_library_noise()
 
 
 @dataclass
@@ -66,7 +66,7 @@ def load_inputs(cfg: DictConfig) -> Inputs:
 
 def run_preference(cfg: DictConfig, policy: LoadedPolicy, loss: SimPOLoss, run_dir: Path) -> tuple[dict, list]:
     """The implicit-reward metrics on held-out pairs, and the reward histogram."""
-    datamodule = instantiate(cfg.data, tokenizer=policy.tokenizer)
+    datamodule = build(cfg.data, tokenizer=policy.tokenizer, whole_file_validation=True)
     datamodule.setup("validate")
     if "val" not in datamodule.splits:
         raise ValueError(
@@ -165,8 +165,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point."""
-    evaluate(cfg)
+    """Hydra entry point; an error that names its cause ends the process with that one line and status 1."""
+    with user_errors_as_messages(log):
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ every knob.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,38 +17,37 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from data.tokenizers import load_tokenizer
-from simpo.checkpoint_io import AtomicCheckpointIO, checkpoint_global_step
-from simpo.entrypoint import PROJECT_ROOT, build_loss, register_resolvers
+from callbacks.preemption import RunInterrupted
+from data.tokenizers import BUNDLED, load_tokenizer
+from simpo.checkpoint_io import AtomicCheckpointIO
+from simpo.config_checks import check_train_config
+from simpo.entrypoint import (
+    PROJECT_ROOT,
+    build,
+    build_loss,
+    register_resolvers,
+    silence_library_noise,
+    user_errors_as_messages,
+)
 from simpo.global_batch import accumulation_steps
 from simpo.loggers import drop_rows_from_step
 from simpo.module import SimPOModule
-from simpo.policy import build_policy
-from simpo.run_status import write_status
+from simpo.policy import build_policy, tokenizer_source, warn_low_precision_weights
+from simpo.pretrained_source import check_pretrained_source
+from simpo.resume import CheckpointInfo, changed_settings, check_progress_left, read_checkpoint
+from simpo.run_dir import RunPlan, apply, earlier_contents, plan_run_dir
+from simpo.run_status import NoTrainingError, write_status
 
 ROOT = PROJECT_ROOT
 register_resolvers()
+silence_library_noise()
 
 log = logging.getLogger("train")
-
-
-def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """``last`` -> ``<run_dir>/checkpoints/last.ckpt``; ``auto`` -> the same if it exists, else a fresh start
-    (for jobs that a scheduler requeues with the same command); a path must exist; ``None`` starts fresh."""
-    if ckpt_path is None:
-        return None
-    if ckpt_path == "auto":
-        last = run_dir / "checkpoints" / "last.ckpt"
-        return str(last) if last.exists() else None
-    path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
-    if not path.exists():  # a file, or a directory for sharded (FSDP) checkpoints
-        hint = " (set hydra.run.dir to the run directory to resume)" if ckpt_path == "last" else ""
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path}{hint}")
-    return str(path)
+SCHEDULE_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.limit_train_batches", "data.batch_size",
+                 "data.global_batch_size", "trainer.accumulate_grad_batches", "optimizer.warmup_ratio")  # fmt: skip
 
 
 def build_module(cfg: DictConfig, tokenizer: Any) -> SimPOModule:
@@ -85,6 +85,7 @@ def build_module(cfg: DictConfig, tokenizer: Any) -> SimPOModule:
         config=OmegaConf.to_container(cfg, resolve=True),
         fsdp=fsdp,
         full_weights=full_weights if meta_init else None,
+        max_nonfinite_steps=cfg.get("max_nonfinite_steps", 0),
     )
 
 
@@ -104,52 +105,165 @@ def set_accumulation(trainer: L.Trainer, cfg: DictConfig) -> None:
              global_batch, cfg.data.batch_size, trainer.world_size, steps)  # fmt: skip
 
 
+@dataclass
+class PreparedRun:
+    """Everything a training run needs, built and checked; nothing written yet.
+
+    Attributes:
+        cfg: the composed config.
+        plan: how the run directory is used (fresh, resumed, cleared).
+        resume: the checkpoint resumed from, or ``None``.
+        changed: settings that differ from the resumed run's, ``{key: {"before": x, "after": y}}``.
+        datamodule, module, trainer: the Lightning objects.
+    """
+
+    cfg: DictConfig
+    plan: RunPlan
+    resume: CheckpointInfo | None
+    changed: dict[str, dict[str, Any]]
+    datamodule: L.LightningDataModule
+    module: SimPOModule
+    trainer: L.Trainer
+
+
+def prepare(cfg: DictConfig) -> PreparedRun:
+    """Check the config, the run directory and the checkpoint, then build data, policy and trainer.
+
+    Nothing is written to the run directory here, so a command that fails at this point leaves an earlier run in
+    the same directory untouched.
+
+    Raises:
+        ConfigError, RunDirError, CheckpointError, FileNotFoundError, ValueError: with the key to change.
+    """
+    check_train_config(cfg)
+    run_dir = Path(cfg.run_dir)
+    plan = plan_run_dir(run_dir, cfg.ckpt_path, bool(cfg.get("overwrite", False)), is_writer=rank_zero_only.rank == 0)
+    resume = read_checkpoint(plan.ckpt_path) if plan.ckpt_path else None
+    changed: dict[str, dict[str, Any]] = {}
+    if resume is not None:
+        check_progress_left(resume, cfg.trainer.max_steps, cfg.trainer.max_epochs)
+        if resume.config is not None:
+            changed = changed_settings(resume.config, OmegaConf.to_container(cfg, resolve=True))
+        if changed:
+            lines = [f"  {key}: {value['before']!r} -> {value['after']!r}" for key, value in changed.items()]
+            if any(key.startswith(SCHEDULE_KEYS) for key in changed):
+                lines.append("  (the learning-rate schedule is recomputed over the new number of optimizer steps)")
+            log.warning("resuming %s at step %d with changed settings (recorded in status.json):\n%s",
+                        resume.path, resume.global_step, "\n".join(lines))  # fmt: skip
+    warn_low_precision_weights(cfg.model.dtype, cfg.optimizer.lr)
+    L.seed_everything(cfg.seed, workers=True)
+    source = tokenizer_source(cfg.model.get("tokenizer"), cfg.model.name_or_path)
+    check_pretrained_source(source, "model.tokenizer" if cfg.model.get("tokenizer") else "model.name_or_path",
+                            bundled=tuple(BUNDLED))  # fmt: skip
+    if cfg.model.name_or_path is not None:
+        check_pretrained_source(cfg.model.name_or_path, "model.name_or_path")
+    tokenizer = load_tokenizer(source)
+    datamodule = build(cfg.data, tokenizer=tokenizer)
+    module = build_module(cfg, tokenizer)
+    callbacks = [build(c) for c in cfg.callbacks.values() if c is not None] if cfg.callbacks else []
+    loggers = [build(c) for c in cfg.logger.values() if c is not None] if cfg.logger else False
+    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    set_accumulation(trainer, cfg)
+    if not datamodule.has_validation:
+        trainer.limit_val_batches = 0  # no validation loop (Lightning would warn about an empty loader)
+    return PreparedRun(cfg, plan, resume, changed, datamodule, module, trainer)
+
+
+def execute(run: PreparedRun) -> dict[str, float]:
+    """Write the run's records, train (validating first and last), and return the final metrics as floats.
+
+    Raises:
+        NoTrainingError: the fit ended without a single optimizer step.
+        NonFiniteError: the loss, a gradient norm or the weights went NaN/inf (see ``max_nonfinite_steps``).
+    """
+    cfg, trainer, module, datamodule = run.cfg, run.trainer, run.module, run.datamodule
+    run_dir = run.plan.run_dir
+    start_step = run.resume.global_step if run.resume else 0
+    if trainer.is_global_zero:
+        apply(run.plan)
+        if run.resume is None or not (run_dir / "config.yaml").is_file():
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        if run.resume is not None:  # rows logged after the checkpoint are logged again
+            drop_rows_from_step(run_dir / "metrics.csv", start_step)
+    details: dict[str, Any] = {"step": start_step}
+    if run.resume is not None:
+        details.update(resumed_from=str(run.resume.path), changed=run.changed)
+    write_status(run_dir, "running", **details)
+
+    if cfg.validate_before_training and run.resume is None and datamodule.has_validation:
+        trainer.validate(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=run.plan.ckpt_path)
+    if trainer.global_step <= start_step:
+        raise NoTrainingError(
+            f"the run ended at step {trainer.global_step} without training: check trainer.max_steps "
+            f"({cfg.trainer.max_steps}), trainer.max_epochs ({cfg.trainer.max_epochs}), "
+            f"trainer.limit_train_batches ({cfg.trainer.limit_train_batches}) and the size of the training split"
+        )
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    if datamodule.has_validation and module.last_validated_step != trainer.global_step:
+        trainer.validate(module, datamodule=datamodule)  # the final weights, for the returned metric
+        metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
+    metrics["train/skipped_steps"] = float(module.nonfinite.skipped)
+    log.info("finished in %s at step %d: %s", run_dir, trainer.global_step,
+             {k: float(f"{v:.4g}") for k, v in sorted(metrics.items())})  # fmt: skip
+    return metrics
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by ``cfg``; returns the final callback metrics as floats."""
+    return execute(prepare(cfg))
+
+
+def run_and_record(cfg: DictConfig, multirun: bool = False) -> float | None:
+    """Train and record the outcome in ``<run_dir>/status.json``; returns ``cfg.optimized_metric`` for sweepers.
+
+    Each attempt is recorded: running, then completed, failed or interrupted. A command that fails its checks
+    writes nothing into a directory that holds an earlier run. Inside a sweep (``multirun``) every run returns a
+    number (NaN for a failed run, or one without the optimized metric) so the sweep goes on; a single run re-raises.
+    A signal (SIGINT, SIGTERM, SIGUSR1) checkpoints at the next optimizer step and exits with 128 + its number.
+    """
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if rank_zero_only.rank == 0:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    L.seed_everything(cfg.seed, workers=True)
-
-    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path)
-    datamodule = instantiate(cfg.data, tokenizer=tokenizer)
-    module = build_module(cfg, tokenizer)
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] if cfg.callbacks else []
-    loggers = [instantiate(c) for c in cfg.logger.values() if c is not None] if cfg.logger else False
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
-    set_accumulation(trainer, cfg)
-
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
-    if ckpt_path is not None and trainer.is_global_zero:  # rows logged after the checkpoint are logged again
-        drop_rows_from_step(run_dir / "metrics.csv", checkpoint_global_step(ckpt_path))
-    has_validation = cfg.data.test_split is not None or cfg.data.get("val_size") is not None
-    if cfg.validate_before_training and ckpt_path is None and has_validation:
-        trainer.validate(module, datamodule=datamodule)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-    log.info("finished in %s: %s", run_dir, {k: round(v, 4) for k, v in sorted(metrics.items())})
-    return metrics
+    try:
+        run = prepare(cfg)
+    except Exception as error:
+        if not multirun:
+            raise
+        if not earlier_contents(run_dir):  # the sweep's own new directory: record the failure there
+            write_status(run_dir, "failed", error=f"{type(error).__name__}: {error}")
+        log.exception("run failed its checks; the sweep continues")
+        return float("nan")
+    try:
+        metrics = execute(run)
+    except RunInterrupted as stop:
+        write_status(run_dir, "interrupted", error=str(stop), step=stop.step, checkpoint=stop.checkpoint)
+        raise
+    except (KeyboardInterrupt, SystemExit) as stop:
+        step = run.trainer.global_step
+        write_status(run_dir, "interrupted", error=f"{type(stop).__name__} before a checkpoint", step=step)
+        log.warning("interrupted at step %d; resume from the last checkpoint with hydra.run.dir=%s ckpt_path=last",
+                    step, run_dir)  # fmt: skip
+        raise SystemExit(130) from None
+    except Exception as error:
+        write_status(run_dir, "failed", error=f"{type(error).__name__}: {error}", step=run.trainer.global_step)
+        if not multirun:
+            raise
+        log.exception("run failed; the sweep continues")
+        return float("nan")
+    write_status(run_dir, "completed", metrics=metrics, step=run.trainer.global_step)
+    value = metrics.get(cfg.optimized_metric)
+    if value is None and multirun:
+        log.error("optimized_metric=%s was never logged (no validation data? set data.val_size); returning NaN",
+                  cfg.optimized_metric)  # fmt: skip
+        return float("nan")
+    return value
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers.
-
-    Every run records its outcome in ``<run_dir>/status.json``. Inside a sweep (``-m``) a failing run is
-    recorded as failed and returns NaN, so the sweep goes on; a single run re-raises.
-    """
-    run_dir = Path(cfg.run_dir)
-    try:
-        metrics = train(cfg)
-    except Exception as error:
-        write_status(run_dir, "failed", error=f"{type(error).__name__}: {error}")
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            raise
-        log.exception("run failed; the sweep continues")
-        return float("nan")
-    write_status(run_dir, "completed", metrics=metrics)
-    return metrics.get(cfg.optimized_metric)
+    """Hydra entry point: ``run_and_record`` (in a ``-m`` sweep, failures are recorded and the sweep goes on); an
+    error that names its cause ends the process with that one line and status 1."""
+    with user_errors_as_messages(log):
+        return run_and_record(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.strategies import ModelParallelStrategy
 
+from simpo.finite import describe_nonfinite, nonfinite_tensors
 from simpo.fsdp import gather_full_state_dict
+from simpo.nonfinite import NonFiniteError
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +22,8 @@ class HFExport(L.Callback):
     Under FSDP the full state dict is gathered to CPU on global rank 0 only (every rank takes part), so the
     export works for models larger than one process's share of memory. The files are written to
     ``<dirpath>.tmp`` on rank 0 and renamed into place, so ``dirpath`` is either complete or absent. The
-    result loads with ``AutoModelForCausalLM.from_pretrained``.
+    result loads with ``AutoModelForCausalLM.from_pretrained``. Weights holding NaN/inf are never exported
+    (``NonFiniteError``).
 
     Args:
         dirpath: target directory (``<run dir>/hf`` in the default configuration).
@@ -32,6 +35,12 @@ class HFExport(L.Callback):
         self.max_shard_size = max_shard_size
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        bad = nonfinite_tensors(pl_module.policy.named_parameters())
+        if trainer.strategy.reduce_boolean_decision(bool(bad), all=False):
+            raise NonFiniteError(
+                f"not exporting {self.dirpath}: the weights hold NaN/inf "
+                f"({describe_nonfinite(bad) if bad else 'on another process'})"
+            )
         sharded = isinstance(trainer.strategy, ModelParallelStrategy)
         state_dict = gather_full_state_dict(pl_module.policy) if sharded else None
         if trainer.is_global_zero:

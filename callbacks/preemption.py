@@ -1,5 +1,5 @@
-"""Save a resumable checkpoint when the job is told to stop (SIGTERM, or SIGUSR1 as SLURM sends before
-preemption), then exit."""
+"""Save a resumable checkpoint when the job is told to stop (Ctrl-C / SIGINT, SIGTERM, or SIGUSR1 as SLURM sends
+before preemption), then exit with ``128 + the signal number``."""
 
 from __future__ import annotations
 
@@ -17,29 +17,55 @@ from simpo.global_batch import ends_accumulation_window
 log = logging.getLogger(__name__)
 
 
-class PreemptionCheckpoint(L.Callback):
-    """On SIGTERM / SIGUSR1, finish the optimizer step in progress, write ``<dirpath>/last.ckpt`` and exit.
+class RunInterrupted(SIGTERMException):
+    """The run stopped on a signal after saving ``checkpoint`` at ``step`` (``None``: nothing could be saved).
 
-    The checkpoint is taken at an optimizer-step boundary (never in the middle of gradient accumulation)
-    and records the data loader's position, so ``ckpt_path=last`` continues exactly where the run stopped.
-    The process then leaves through Lightning's ``SIGTERMException`` before the next batch (exit status 0;
-    the step's metrics are logged and flushed; the Hugging Face export is skipped). If that step was the
-    last one, the run simply completes.
+    A ``SystemExit`` whose code is ``128 + signum`` (130 for SIGINT, 143 for SIGTERM, 138 for SIGUSR1), so that an
+    uncaught one ends the process with that status; ``train.py`` records it as ``interrupted`` first.
+    """
+
+    def __init__(self, signum: signal.Signals, step: int, checkpoint: str | None, run_dir: Path | None) -> None:
+        super().__init__(128 + int(signum))
+        self.signal, self.step, self.checkpoint = signum, step, checkpoint
+        where = f"hydra.run.dir={run_dir} " if run_dir is not None else ""
+        self.message = (
+            f"{signum.name}: stopped at step {step}"
+            + (f", saved {checkpoint}; resume with {where}ckpt_path=last" if checkpoint else "")
+        )
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class PreemptionCheckpoint(L.Callback):
+    """On SIGINT / SIGTERM / SIGUSR1, finish the optimizer step in progress, write ``<dirpath>/last.ckpt`` and exit.
+
+    The checkpoint is taken at an optimizer-step boundary (never in the middle of gradient accumulation) and records
+    the data loader's position, so ``ckpt_path=last`` continues exactly where the run stopped. All processes of a
+    multi-process run agree on the step (any process that received the signal decides). The step's metrics are
+    logged and flushed, the Hugging Face export is skipped, and the process leaves with ``RunInterrupted``
+    (exit status 128 + signal number). A second Ctrl-C (SIGINT) or SIGTERM while waiting for the step boundary
+    acts at once, with the default behaviour of that signal. If the step was the last one, the run simply completes.
 
     Args:
         dirpath: the checkpoint directory (the same as ``ModelCheckpoint``'s).
         signals: names of the signals handled.
     """
 
-    def __init__(self, dirpath: str, signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1")) -> None:
+    def __init__(self, dirpath: str, signals: tuple[str, ...] = ("SIGINT", "SIGTERM", "SIGUSR1")) -> None:
         self.dirpath = Path(dirpath)
         self.signals = [getattr(signal, name) for name in signals]
         self.requested: signal.Signals | None = None
-        self._saved = False
+        self.saved: str | None = None
+        self._stop_step: int | None = None
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = signal.Signals(signum)
+        if self.requested is None:
+            self.requested = signal.Signals(signum)
+            log.warning("received %s: checkpointing at the end of this optimizer step (send it again to stop now)",
+                        self.requested.name)  # fmt: skip
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Installed after Lightning's own SIGTERM notifier (registered after on_fit_start), which would
@@ -61,24 +87,33 @@ class PreemptionCheckpoint(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int
     ) -> None:
-        if self.requested is None or self._saved:
+        if self._stop_step is not None:
             return
         if not ends_accumulation_window(batch_idx, trainer.accumulate_grad_batches, trainer.num_training_batches):
             return  # gradients half-accumulated: wait for the optimizer step
+        asked = self.requested is not None
+        if trainer.world_size > 1:  # every process must stop at the same step
+            asked = trainer.strategy.reduce_boolean_decision(asked, all=False)
+        if not asked:
+            return
+        if self.requested is None:  # another process received it
+            self.requested = signal.SIGTERM
         path = self.dirpath / "last.ckpt"
         trainer.save_checkpoint(path)
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint):  # no second, end-of-epoch "last" over this one
                 callback._last_global_step_saved = trainer.global_step
-        log.warning("received %s: saved %s at step %d; resume with ckpt_path=last",
-                    self.requested.name, path, trainer.global_step)  # fmt: skip
-        self._saved = True
+        self.saved, self._stop_step = str(path), trainer.global_step
+        log.warning("%s: saved %s at step %d; resume with hydra.run.dir=%s ckpt_path=last", self.requested.name,
+                    path, trainer.global_step, self.dirpath.parent)  # fmt: skip
+
+    def _exit(self) -> None:
+        if self._stop_step is not None and self.requested is not None:
+            raise RunInterrupted(self.requested, self._stop_step, self.saved, self.dirpath.parent)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         # Exit here rather than right after saving, so the saved step's metrics are logged first.
-        if self._saved:
-            raise SIGTERMException()
+        self._exit()
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._saved:
-            raise SIGTERMException()
+        self._exit()

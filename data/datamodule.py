@@ -5,7 +5,7 @@ carved out of train), map the columns and detect the layout (``data/layouts.py``
 (``data/pair_encoding.py``), enforce the single BOS (``data/bos.py``), count what was dropped and why
 (``data/report.py``), and cache the result under a fingerprint of everything it depends on (``data/cache.py``).
 ``prepare_data`` does the tokenising once per node; ``setup`` then loads the cache, writes ``data_report.json`` and
-prints a short table. Settings are checked in ``__init__`` (``data/keys.py``).
+prints a short table. Settings are checked in ``__init__`` (``simpo/value_checks.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from data import cache, keys
+from data import cache
 from data.bos import BOS_POLICIES, diagnose
 from data.collate import PreferenceCollator
 from data.layouts import detect_layout, resolve_columns
@@ -29,9 +29,10 @@ from data.pair_encoding import TOKEN_COLUMNS, PairEncoder, TruncationSettings
 from data.progress import no_progress_bars
 from data.report import STATS, check_drop_fraction, check_rows_left, format_table, split_report, write_report
 from data.resumable_loader import ResumableDataLoader
-from data.sources import SplitRows, carve_validation, is_single_file, load_split
+from data.sources import SplitRows, carve_validation, check_val_size, is_single_file, load_split
 from data.templating import require_chat_template
 from data.tokenizers import override_chat_template
+from simpo.value_checks import check_non_negative_int, check_number, check_one_of, check_positive_int
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +112,17 @@ class PreferenceDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.truncation = TruncationSettings(max_length, max_prompt_length, truncation_mode)  # type: ignore[arg-type]
-        self.batch_size = keys.positive_int("batch_size", batch_size)
-        self.global_batch_size = keys.positive_int("global_batch_size", global_batch_size, nullable=True)
-        self.num_workers = keys.non_negative_int("num_workers", num_workers)
-        pad_to_multiple_of = keys.positive_int("pad_to_multiple_of", pad_to_multiple_of, nullable=True)
-        self.max_drop_fraction = keys.unit_fraction("max_drop_fraction", max_drop_fraction)
-        self.val_size = keys.val_size(val_size)
-        self.bos_policy = keys.one_of("bos_policy", bos_policy, BOS_POLICIES)
-        num_proc = keys.positive_int("num_proc", num_proc, nullable=True)
-        self.seed = keys.non_negative_int("seed", seed)
+        self.batch_size = check_positive_int("data.batch_size", batch_size)
+        self.global_batch_size = check_positive_int("data.global_batch_size", global_batch_size, nullable=True)
+        self.num_workers = check_non_negative_int("data.num_workers", num_workers)
+        pad_to_multiple_of = check_positive_int("data.pad_to_multiple_of", pad_to_multiple_of, nullable=True)
+        self.max_drop_fraction = check_number(
+            "data.max_drop_fraction", max_drop_fraction, "a number in [0, 1]", lambda x: 0 <= x <= 1
+        )
+        self.val_size = check_val_size(val_size)
+        self.bos_policy = check_one_of("data.bos_policy", bos_policy, BOS_POLICIES)
+        num_proc = check_positive_int("data.num_proc", num_proc, nullable=True)
+        self.seed = check_non_negative_int("data.seed", seed)
         if not isinstance(dataset, (str, Path)) or not str(dataset).strip():
             raise ValueError(f"data.dataset must name a file, a directory or a hub data set, not {dataset!r}")
         if columns is not None and not isinstance(columns, Mapping):

@@ -25,11 +25,11 @@ from typing import Any, Literal
 
 from transformers import PreTrainedTokenizerBase
 
-from data import keys
 from data.bos import check_policy, count_extra_bos, remove_extra_bos, texts_hold
 from data.layouts import BAD_ROW_REASONS, BadRowError, Message, detect_row_layout, row_to_turns
 from data.templating import template_texts
 from simpo.logprobs import IGNORE_INDEX
+from simpo.value_checks import check_one_of, check_positive_int
 
 TRUNCATION_MODES = ("keep_end", "keep_start")
 TOKEN_COLUMNS = ["chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"]
@@ -62,14 +62,14 @@ class TruncationSettings:
     truncation_mode: Literal["keep_end", "keep_start"] = "keep_end"
 
     def __post_init__(self) -> None:
-        keys.positive_int("max_length", self.max_length)
-        keys.positive_int("max_prompt_length", self.max_prompt_length)
+        check_positive_int("data.max_length", self.max_length)
+        check_positive_int("data.max_prompt_length", self.max_prompt_length)
         if not self.max_prompt_length < self.max_length:
             raise ValueError(
                 f"data.max_prompt_length ({self.max_prompt_length}) must be positive and smaller than "
                 f"data.max_length ({self.max_length}), or responses could be cut to nothing"
             )
-        keys.one_of("truncation_mode", self.truncation_mode, TRUNCATION_MODES)
+        check_one_of("data.truncation_mode", self.truncation_mode, TRUNCATION_MODES)
 
 
 def split_turns(row: dict[str, Any], layout: str | None = None) -> tuple[list[Message], Message, Message]:

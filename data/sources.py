@@ -18,6 +18,7 @@ import numpy as np
 
 from data.file_rows import FILE_TYPES, one_line, read_file
 from data.progress import no_progress_bars
+from simpo.value_checks import is_integer
 
 PATH_SUFFIXES = (*FILE_TYPES, ".csv", ".tsv", ".txt", ".arrow", ".gz", ".bz2", ".xz", ".zst", ".zip")
 
@@ -148,15 +149,31 @@ def _with_rows(rows: datasets.Dataset, where: str) -> datasets.Dataset:
     return rows
 
 
-def validation_count(val_size: float | int, total: int) -> int:
-    """Rows to carve for ``data.val_size``: a fraction in (0, 1) of ``total``, or a count.
+def check_val_size(value: object) -> float | int | None:
+    """``data.val_size``: ``None``, a fraction in (0, 1), or a positive row count.
 
     Raises:
-        ValueError: a size that leaves no validation row or no training row (names ``data.val_size``).
+        ValueError: anything else (names ``data.val_size`` and the value).
     """
-    if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
-        raise ValueError(f"data.val_size must be a fraction in (0, 1) or a row count, not {val_size!r}")
-    count = round(val_size * total) if isinstance(val_size, float) and val_size < 1 else int(val_size)
+    if value is None:
+        return None
+    fraction = isinstance(value, float) and 0 < value < 1
+    if not (fraction or (is_integer(value) and value >= 1)):  # type: ignore[operator]
+        raise ValueError(
+            f"data.val_size must be a fraction in (0, 1) (e.g. 0.05) or a positive row count (e.g. 500), not {value!r}"
+        )
+    return value  # type: ignore[return-value]
+
+
+def validation_count(val_size: float | int, total: int) -> int:
+    """Rows to carve for ``data.val_size`` (see ``check_val_size``) out of ``total``.
+
+    Raises:
+        ValueError: a size that is not a fraction or a count, or that leaves no validation row or no training row
+            (names ``data.val_size``).
+    """
+    check_val_size(val_size)
+    count = round(val_size * total) if isinstance(val_size, float) else int(val_size)
     if not 0 < count < total:
         raise ValueError(
             f"data.val_size={val_size} gives {count} validation rows out of {total}: it must leave at least one "

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 
@@ -28,12 +27,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
-
-
-def checkpoint_global_step(path: str | Path) -> int:
-    """The optimizer step a checkpoint was taken at: a Lightning ``.ckpt`` file or a sharded checkpoint
-    directory (whose ``meta.pt`` holds the non-tensor state). Weights are memory-mapped, not read."""
-    path = Path(path)
-    if path.is_dir():
-        return int(torch.load(path / "meta.pt", map_location="cpu", weights_only=False)["global_step"])
-    return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["global_step"])

@@ -5,21 +5,82 @@ Entry points import this package module, never each other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from simpo.loss import SimPOLoss
+from simpo.run_status import RunFailedError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+def default_precision() -> str:
+    """``trainer.precision`` by default: ``bf16-mixed`` (fp32 weights and optimizer state, bf16 compute) on a GPU
+    that supports bf16, else ``32-true``."""
+    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+
+
 def register_resolvers() -> None:
-    """Register ``${project_root:}`` (the repository's directory), used by the bundled data set's path."""
+    """Register ``${project_root:}`` (the repository's directory, for the bundled data set's path) and
+    ``${auto_precision:}`` (``default_precision``)."""
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+    OmegaConf.register_new_resolver("auto_precision", default_precision, replace=True)
+
+
+class _DropAdverts(logging.Filter):
+    """Drops Lightning's advertisement for its cloud logger (it is not about this run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def silence_library_noise() -> None:
+    """Hide messages that say nothing about the run and that users read as trouble: Lightning's cloud-logger tip
+    and a deprecation warning that Lightning itself triggers inside torch's pytree."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropAdverts) for f in logger.filters):
+            logger.addFilter(_DropAdverts())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def build(cfg: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, re-raising the constructor's own error (whose message names the key) instead
+    of Hydra's wrapper around it."""
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as error:
+        if error.__cause__ is not None:
+            raise error.__cause__ from None
+        raise
+
+
+# Errors whose message says what to change: an entry point prints them as one line, without a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError, RunFailedError)
+
+
+@contextmanager
+def user_errors_as_messages(logger: logging.Logger) -> Iterator[None]:
+    """Turn a ``USER_ERRORS`` exception into one logged line and exit status 1 (``HYDRA_FULL_ERROR=1`` keeps the
+    traceback); other exceptions, being bugs, keep theirs."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        logger.error("%s: %s", type(error).__name__, error)
+        logger.error("(set HYDRA_FULL_ERROR=1 for the traceback)")
+        raise SystemExit(1) from None
 
 
 def build_loss(loss_cfg: Mapping[str, Any]) -> SimPOLoss:
@@ -29,4 +90,4 @@ def build_loss(loss_cfg: Mapping[str, Any]) -> SimPOLoss:
     it is a setting of the forward pass, not of the objective.
     """
     settings = {key: value for key, value in loss_cfg.items() if key != "chunk_size"}
-    return instantiate(settings)
+    return build(settings)

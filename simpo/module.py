@@ -15,12 +15,15 @@ from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from simpo.chunked_logprobs import chunked_sequence_logps
+from simpo.finite import describe_nonfinite, nonfinite_tensors
 from simpo.fsdp import materialize, shard_policy
 from simpo.global_batch import ends_accumulation_window
 from simpo.logprobs import SequenceLogps, sequence_logps
 from simpo.loss import SimPOLoss
 from simpo.metrics import reward_metrics
+from simpo.nonfinite import NonFiniteError, NonFiniteGuard
 from simpo.optim import build_optimizer
+from simpo.resume import continue_stopped_epoch
 from simpo.rng import rng_states, set_rng_states
 
 # Causal LMs whose logits are exactly ``lm_head(model(...).last_hidden_state)`` (Gemma 2 adds a soft cap,
@@ -59,6 +62,8 @@ class SimPOModule(L.LightningModule):
             a ``ModelParallelStrategy``.
         full_weights: for a policy built with its parameters on the meta device: returns the full weights
             (called on global rank 0 only, then broadcast into the shards).
+        max_nonfinite_steps: optimizer steps in a row whose loss or gradient norm is NaN/inf that are skipped
+            (gradients dropped, counted in ``train/skipped_steps``) before the run stops with ``NonFiniteError``.
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class SimPOModule(L.LightningModule):
         config: dict[str, Any] | None = None,
         fsdp: dict[str, Any] | None = None,
         full_weights: Callable[[], dict[str, torch.Tensor]] | None = None,
+        max_nonfinite_steps: int = 0,
     ) -> None:
         super().__init__()
         if chunk_size is not None and (type(chunk_size) is not int or chunk_size < 1):
@@ -88,6 +94,10 @@ class SimPOModule(L.LightningModule):
         self._sharded = False
         self._window: dict[str, torch.Tensor] = {}  # train metrics x pairs over the current accumulation window
         self._window_pairs = 0
+        self.nonfinite = NonFiniteGuard(max_nonfinite_steps)
+        self._loss_finite: dict[str, torch.Tensor] = {}  # per stage: every loss since the last check was finite
+        self._window_loss: torch.Tensor | None = None
+        self.last_validated_step: int | None = None  # global step of the latest validation pass
         # A method of the policy itself, so that under FSDP the root unit's weights (embeddings, final norm,
         # lm_head) are gathered around it like around forward (register_fsdp_forward_method).
         policy.simpo_labelled_logps = types.MethodType(partial(_labelled_logps, chunk_size=chunk_size), policy)
@@ -132,6 +142,8 @@ class SimPOModule(L.LightningModule):
     def _step(self, batch: dict[str, torch.Tensor], stage: str, batch_idx: int = 0) -> torch.Tensor:
         chosen, rejected = self(batch)
         out = self.loss_fn(chosen.logp_mean, rejected.logp_mean, chosen.logp_sum, chosen.token_count)
+        finite = torch.isfinite(out.loss.detach())
+        self._loss_finite[stage] = finite & self._loss_finite[stage] if stage in self._loss_finite else finite
         n_pairs = chosen.logp_sum.shape[0]
         metrics = {
             "loss": out.loss.detach(),
@@ -158,6 +170,7 @@ class SimPOModule(L.LightningModule):
         if not ends_accumulation_window(batch_idx, trainer.accumulate_grad_batches, trainer.num_training_batches):
             return  # more micro-batches before the optimizer step
         means = {f"train/{name}": total / self._window_pairs for name, total in self._window.items()}
+        self._window_loss = means["train/loss"]
         self.log_dict(means, on_step=True, on_epoch=False, sync_dist=True)
         self._window, self._window_pairs = {}, 0
 
@@ -170,7 +183,8 @@ class SimPOModule(L.LightningModule):
         self._step(batch, "val", batch_idx)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Log the total gradient norm (before clipping) of the accumulated gradients (over all shards)."""
+        """Log the total gradient norm (before clipping) of the accumulated gradients (over all shards), and skip
+        the step (drop its gradients) when that norm or a micro-batch loss is not finite (``NonFiniteGuard``)."""
         grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
         if not grads:
             return
@@ -178,15 +192,50 @@ class SimPOModule(L.LightningModule):
         total = squares.sum()
         if self._sharded:  # each process holds a disjoint shard of every gradient
             torch.distributed.all_reduce(total)
-        self.log("train/grad_norm", total.sqrt(), on_step=True, on_epoch=False)
+        grad_norm = total.sqrt()
+        self.log("train/grad_norm", grad_norm, on_step=True, on_epoch=False)
+        loss_finite = self._loss_finite.pop("train", torch.ones((), dtype=torch.bool, device=grad_norm.device))
+        local_bad = bool(~(torch.isfinite(grad_norm) & loss_finite))  # one host sync per optimizer step
+        if not self.trainer.strategy.reduce_boolean_decision(local_bad, all=False):
+            self.nonfinite.good_step()
+            return
+        loss = self._window_loss if self._window_loss is not None else torch.tensor(float("nan"))
+        values = {"train/loss": float(loss), "train/grad_norm": float(grad_norm)}
+        scaler_overflow = str(self.trainer.precision) == "16-mixed" and bool(torch.isfinite(loss))
+        if not scaler_overflow:  # with 16-mixed, the gradient scaler skips overflowing steps itself
+            for param in self.policy.parameters():
+                param.grad = None
+        self.nonfinite.bad_step(self.trainer.global_step, values)
+        self.log("train/skipped_steps", float(self.nonfinite.skipped), on_step=True, on_epoch=False)
+
+    def on_validation_epoch_end(self) -> None:
+        """Stop the run when a validation loss was not finite (on any process)."""
+        self.last_validated_step = self.trainer.global_step
+        finite = self._loss_finite.pop("val", None)
+        local_bad = finite is not None and not bool(finite)
+        if self.trainer.strategy.reduce_boolean_decision(local_bad, all=False):
+            raise NonFiniteError(
+                f"val/loss is not finite at step {self.trainer.global_step}: the policy's rewards overflow the loss "
+                "(check loss.beta, loss.gamma_beta_ratio and the learning rate)"
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the RNG states (Python, NumPy, torch CPU and CUDA) for exact resume."""
+        """Store the RNG states (Python, NumPy, torch CPU and CUDA) for exact resume; refuse to save weights that
+        hold NaN/inf, so that the last checkpoint on disk is always a usable one."""
+        bad = nonfinite_tensors(self.policy.named_parameters())
+        if self.trainer.strategy.reduce_boolean_decision(bool(bad), all=False):
+            raise NonFiniteError(
+                f"not saving a checkpoint at step {self.trainer.global_step}: the weights hold NaN/inf "
+                f"({describe_nonfinite(bad) if bad else 'on another process'}); the previous checkpoint is kept"
+            )
         checkpoint["rng_states"] = rng_states()
+        checkpoint["nonfinite_skipped_steps"] = self.nonfinite.skipped
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
+        self.nonfinite.skipped = int(checkpoint.get("nonfinite_skipped_steps", 0))
+        continue_stopped_epoch(checkpoint)  # before Lightning restores its loops from the same dict
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams

@@ -42,6 +42,11 @@ def build_optimizer(
         raise ValueError(f"optimizer.warmup_ratio must be in [0, 1), not {warmup_ratio}")
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
     warmup_steps = math.ceil(warmup_ratio * total_steps)
+    if total_steps == 1 and warmup_steps >= 1:  # warmup starts from 0, so the only step would not train
+        raise ValueError(
+            f"optimizer.warmup_ratio={warmup_ratio} of a single optimizer step keeps its learning rate at 0: nothing "
+            "would be trained. Set optimizer.warmup_ratio=0 or train more steps (trainer.max_steps, more data)"
+        )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps)
     )

@@ -19,6 +19,13 @@ from transformers import (
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEFAULT_RANDOM_INIT_TOKENIZER = "llama3"  # a random-initialised model without model.tokenizer gets this one
+
+
+def tokenizer_source(tokenizer: str | None, name_or_path: str | None) -> str:
+    """Where the tokenizer comes from: ``model.tokenizer`` when set, else the tokenizer of ``model.name_or_path``,
+    else (a random-initialised model) the bundled ``llama3``."""
+    return tokenizer or name_or_path or DEFAULT_RANDOM_INIT_TOKENIZER
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -26,6 +33,62 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, not {name!r}")
     return DTYPES[name]
+
+
+# Smallest learning rate whose AdamW updates (about lr per step) survive rounding when the weights themselves are
+# stored in this dtype: a weight of typical size 0.02 has a rounding step of 0.02 * 2**-8 in bfloat16 (8 mantissa
+# bits) and 0.02 * 2**-11 in float16, so smaller updates mostly vanish.
+LOW_PRECISION_MIN_LR = {"bfloat16": 1e-4, "float16": 1e-5}
+
+
+def warn_low_precision_weights(dtype: str, lr: float) -> bool:
+    """Warn when the weights are stored in 16 bits and ``lr`` is too small for their updates to survive rounding.
+
+    Returns:
+        True when it warned.
+    """
+    floor = LOW_PRECISION_MIN_LR.get(dtype)
+    if floor is None or lr >= floor:
+        return False
+    log.warning(
+        "model.dtype=%s stores the weights themselves in 16 bits: with optimizer.lr=%g most AdamW updates are "
+        "smaller than the weights' rounding step and are lost. Keep model.dtype=float32 and compute in 16 bits with "
+        "trainer.precision=bf16-mixed (fp32 master weights; the recipes' setting)",
+        dtype,
+        lr,
+    )
+    return True
+
+
+def check_tokenizer_matches(
+    model_config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase, vocab_rows: int
+) -> None:
+    """Refuse a tokenizer that cannot belong to the model.
+
+    Args:
+        model_config: the model's config (its ``bos_token_id``).
+        tokenizer: the tokenizer it is trained with.
+        vocab_rows: rows of the model's input embedding.
+
+    Raises:
+        ValueError: the tokenizer has more ids than the embedding; covers under 90% of it (a model's vocabulary is at
+            most padded, never several times larger); or its BOS id differs from the model's. Names ``model.tokenizer``.
+    """
+    size = len(tokenizer)
+    fix = "use the model's own tokenizer (model.tokenizer=null) or one made for it"
+    if size > vocab_rows:
+        raise ValueError(f"model.tokenizer has {size} tokens but the model's embedding only {vocab_rows} rows: {fix}")
+    if size < 0.9 * vocab_rows:
+        raise ValueError(
+            f"model.tokenizer has {size} tokens but the model's embedding {vocab_rows} rows: it is another model's "
+            f"tokenizer (its ids would mean different words): {fix}"
+        )
+    model_bos, tokenizer_bos = getattr(model_config, "bos_token_id", None), tokenizer.bos_token_id
+    if isinstance(model_bos, int) and tokenizer_bos is not None and model_bos != tokenizer_bos:
+        raise ValueError(
+            f"model.tokenizer's BOS token is id {tokenizer_bos} ({tokenizer.bos_token!r}) but the model's config says "
+            f"bos_token_id={model_bos}: {fix}"
+        )
 
 
 def resolve_attn_implementation(requested: str, dtype: torch.dtype) -> str:
@@ -114,11 +177,7 @@ def build_policy(
         )
     else:
         model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation=attn)
-    if model.get_input_embeddings().num_embeddings < len(tokenizer):
-        raise ValueError(
-            f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only "
-            f"{model.get_input_embeddings().num_embeddings}: use the model's own tokenizer (model.tokenizer)"
-        )
+    check_tokenizer_matches(model.config, tokenizer, model.get_input_embeddings().num_embeddings)
     disable_dropout(model)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 
 from data import resumable_loader
 from data.resumable_loader import EpochShuffleSampler
-from simpo.checkpoint_io import checkpoint_global_step
+from simpo.resume import read_checkpoint
 from train import ROOT
 
 COMMON = ["data.test_split=null", "trainer.log_every_n_steps=1", "validate_before_training=false",
@@ -87,8 +87,8 @@ def test_ddp_on_two_processes_equals_one_process(runs):
 @pytest.mark.slow
 def test_sharded_checkpoints_and_export(runs):
     ckpt = runs["fsdp2"] / "checkpoints" / "step000002.ckpt"
-    assert ckpt.is_dir() and (ckpt / "meta.pt").is_file() and checkpoint_global_step(ckpt) == 2
-    assert checkpoint_global_step(runs["fsdp2"] / "checkpoints" / "last.ckpt") == 4
+    assert ckpt.is_dir() and (ckpt / "meta.pt").is_file() and read_checkpoint(ckpt).global_step == 2
+    assert read_checkpoint(runs["fsdp2"] / "checkpoints" / "last.ckpt").global_step == 4
     model = AutoModelForCausalLM.from_pretrained(runs["fsdp2"] / "hf")
     reference = AutoModelForCausalLM.from_pretrained(runs["single"] / "hf")
     ids = torch.tensor([[128000, 9906, 1917, 11, 1268, 527, 499]])
@@ -102,7 +102,7 @@ def test_sharded_checkpoint_resumes_on_two_and_one_process(runs, layout):
     (resumed / "checkpoints").mkdir(parents=True)
     shutil.copytree(runs["fsdp2"] / "checkpoints" / "step000002.ckpt", resumed / "checkpoints" / "last.ckpt")
     run(resumed, *(FSDP2 if layout == "fsdp2" else FSDP1), "ckpt_path=last")
-    assert checkpoint_global_step(resumed / "checkpoints" / "last.ckpt") == 4
+    assert read_checkpoint(resumed / "checkpoints" / "last.ckpt").global_step == 4
     got, straight = losses(resumed), losses(runs["fsdp2"])
     assert sorted(got) == [2, 3]
     for step in (2, 3):

@@ -4,6 +4,7 @@ SIGUSR1 checkpoints; atomic checkpoint files."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -110,8 +111,10 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
 
 
-def test_sigterm_to_the_cli_checkpoints_and_resumes(tmp_path):
-    """A real `python train.py` process killed with SIGTERM saves last.ckpt and resumes from it."""
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_cli_checkpoints_records_interrupted_and_resumes(tmp_path, signum):
+    """A real `python train.py` process stopped with Ctrl-C (SIGINT) or SIGTERM saves last.ckpt, records
+    `interrupted` with the step, exits with 128 + the signal number, tells how to resume, and resumes."""
     args = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp_path}", "trainer.max_steps=40",
             "data.test_split=null", "data.batch_size=4", "trainer.enable_progress_bar=false",
             "trainer.log_every_n_steps=1"]  # fmt: skip
@@ -120,14 +123,18 @@ def test_sigterm_to_the_cli_checkpoints_and_resumes(tmp_path):
     while not (tmp_path / "hparams.yaml").exists() and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(3)  # a few steps in
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(getattr(signal, signum))
     output, _ = process.communicate(timeout=120)
-    assert process.returncode == 0, output[-2000:]
+    assert process.returncode == 128 + getattr(signal, signum), output[-2000:]
     step = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
     assert 0 < step < 40, output[-2000:]
-    assert "received SIGTERM" in output
+    assert f"received {signum}" in output and f"hydra.run.dir={tmp_path} ckpt_path=last" in output
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["step"] == step and status["checkpoint"].endswith("last.ckpt")
 
     resumed = subprocess.run([*args, "ckpt_path=last"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 40
     assert sorted(losses(tmp_path)) == list(range(40))
+    attempts = json.loads((tmp_path / "status.json").read_text())["attempts"]
+    assert [a["status"] for a in attempts] == ["interrupted", "completed"]

@@ -14,7 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from data.tokenizers import BUNDLED, load_tokenizer, override_chat_template
 from simpo.evaluation.weights import refuse_nonfinite
-from simpo.policy import build_policy
+from simpo.policy import build_policy, tokenizer_source
 from simpo.pretrained_source import check_pretrained_source
 
 # What torch.load raises on a truncated or otherwise incomplete file (a save cut short by a crash or a full disk).
@@ -99,7 +99,7 @@ def _from_checkpoint(path: Path, dtype: str, attn_implementation: str) -> Loaded
         check_pretrained_source(model_cfg["name_or_path"], f"model.name_or_path ({stored})")
     if model_cfg["tokenizer"] is not None:
         check_pretrained_source(model_cfg["tokenizer"], f"model.tokenizer ({stored})", bundled=tuple(BUNDLED))
-    tok = load_tokenizer(model_cfg["tokenizer"] or model_cfg["name_or_path"])
+    tok = load_tokenizer(tokenizer_source(model_cfg.get("tokenizer"), model_cfg["name_or_path"]))
     override_chat_template(tok, config["data"].get("chat_template"))
     model = build_policy(
         tok,

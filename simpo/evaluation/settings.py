@@ -7,8 +7,7 @@ and the prompt rows as they are read, still before any task runs.
 from __future__ import annotations
 
 import itertools
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from omegaconf import DictConfig
 from simpo.evaluation.generation import BACKENDS
 from simpo.evaluation.prompt_sets import FORMATS
 from simpo.policy import resolve_dtype
+from simpo.value_checks import check_number, check_one_of, check_positive_int, is_integer
 
 TASKS = ("preference", "generate", "judge")
 DEVICES = ("auto", "cpu", "cuda")
@@ -37,23 +37,22 @@ def validate_settings(cfg: DictConfig) -> None:
         FileNotFoundError: ``training_logs`` that is not a file.
     """
     tasks = _check_tasks(cfg.tasks)
-    _check_choice("device", cfg.device, DEVICES)
+    check_one_of("device", cfg.device, DEVICES)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device=cuda but no CUDA GPU is available here: use device=auto or device=cpu")
     resolve_dtype(cfg.model.dtype)
-    _check_int("model.chunk_size", cfg.model.chunk_size, optional=True)
-    _check_int("preference.max_pairs", cfg.preference.max_pairs, optional=True)
+    check_positive_int("model.chunk_size", cfg.model.chunk_size, nullable=True)
+    check_positive_int("preference.max_pairs", cfg.preference.max_pairs, nullable=True)
     _check_buckets(cfg.preference.length_buckets)
     g = cfg.generate
-    _check_choice("generate.format", g.format, ("auto", *FORMATS))
-    _check_choice("generate.backend", g.backend, BACKENDS)
-    _check_int("generate.batch_size", g.batch_size, optional=False)
-    _check_int("generate.limit", g.limit, optional=True)
-    _check_int("generate.max_new_tokens", g.max_new_tokens, optional=True)
-    _check_number("generate.temperature", g.temperature, "a number >= 0 (0: greedy)", lambda x: x >= 0)
-    _check_number("generate.top_p", g.top_p, "a number in (0, 1]", lambda x: 0 < x <= 1)
-    _check_number("judge.length_tolerance", cfg.judge.length_tolerance, "a number in [0, 1]",
-                  lambda x: 0 <= x <= 1, optional=False)  # fmt: skip
+    check_one_of("generate.format", g.format, ("auto", *FORMATS))
+    check_one_of("generate.backend", g.backend, BACKENDS)
+    check_positive_int("generate.batch_size", g.batch_size)
+    check_positive_int("generate.limit", g.limit, nullable=True)
+    check_positive_int("generate.max_new_tokens", g.max_new_tokens, nullable=True)
+    check_number("generate.temperature", g.temperature, "a number >= 0 (0: greedy)", lambda x: x >= 0, nullable=True)
+    check_number("generate.top_p", g.top_p, "a number in (0, 1]", lambda x: 0 < x <= 1, nullable=True)
+    check_number("judge.length_tolerance", cfg.judge.length_tolerance, "a number in [0, 1]", lambda x: 0 <= x <= 1)
     if "generate" in tasks and g.prompts is None:
         raise ValueError("the generate task needs generate.prompts (a .json/.jsonl file or a hub id)")
     j = cfg.judge
@@ -75,33 +74,9 @@ def _check_tasks(tasks: Any) -> list[str]:
     return list(tasks)
 
 
-def _check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"{key} must be one of {list(choices)}, not {value!r}")
-
-
-def _is_positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _check_int(key: str, value: Any, *, optional: bool) -> None:
-    if value is None and optional:
-        return
-    if not _is_positive_int(value):
-        raise ValueError(f"{key} must be a positive integer{' or null' if optional else ''}, not {value!r}")
-
-
-def _check_number(key: str, value: Any, what: str, within: Callable[[float], bool], *, optional: bool = True) -> None:
-    if value is None and optional:
-        return
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (number and math.isfinite(value) and within(value)):
-        raise ValueError(f"{key} must be {what}{' or null' if optional else ''}, not {value!r}")
-
-
 def _check_buckets(buckets: Any) -> None:
     ok = isinstance(buckets, Sequence) and not isinstance(buckets, str)
-    ok = ok and all(_is_positive_int(b) for b in buckets)
+    ok = ok and all(is_integer(b) and b > 0 for b in buckets)
     if not ok or any(lo >= hi for lo, hi in itertools.pairwise(buckets)):
         raise ValueError(
             "preference.length_buckets must be a list of increasing positive integers (token counts), "

@@ -1,0 +1,77 @@
+"""Check a composed training config before anything is built or written: each bad value is named by its key.
+
+Hydra turns ``loss.beta=abc`` into the string ``"abc"`` and ``trainer.max_steps=0`` into a valid-looking integer;
+without these checks such values fail deep inside a library (or, worse, succeed and train nothing) after the run
+directory has been written. The data keys are checked by ``PreferenceDataModule`` itself, which is built before
+anything is written too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from simpo.policy import DTYPES
+from simpo.value_checks import is_integer, is_number
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key."""
+
+
+# key -> (predicate, what the key must be)
+Rule = tuple[Callable[[Any], bool], str]
+RULES: dict[str, Rule] = {
+    "seed": (is_integer, "an integer"),
+    "loss.beta": (lambda v: is_number(v) and v > 0, "a positive number"),
+    "loss.gamma_beta_ratio": (is_number, "a number (the SimPO authors use 0 to 1)"),
+    "loss.label_smoothing": (lambda v: is_number(v) and 0 <= v < 0.5, "a number in [0, 0.5)"),
+    "loss.sft_weight": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    "optimizer.lr": (lambda v: is_number(v) and v > 0, "a positive number"),
+    "optimizer.weight_decay": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    "optimizer.warmup_ratio": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "optimizer.eps": (lambda v: is_number(v) and v > 0, "a positive number"),
+    "optimizer.betas": (
+        lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(is_number(b) and 0 <= b < 1 for b in v),
+        "two numbers in [0, 1), e.g. [0.9, 0.999]",
+    ),
+    "trainer.max_steps": (lambda v: is_integer(v) and (v == -1 or v > 0), "-1 (no limit) or a positive integer"),
+    "trainer.max_epochs": (lambda v: v is None or (is_integer(v) and (v == -1 or v > 0)), "-1, null or >= 1"),
+    "trainer.accumulate_grad_batches": (lambda v: is_integer(v) and v >= 1, "an integer >= 1"),
+    "trainer.log_every_n_steps": (lambda v: is_integer(v) and v >= 1, "an integer >= 1"),
+    "trainer.gradient_clip_val": (lambda v: v is None or (is_number(v) and v > 0), "null or a positive number"),
+    "model.chunk_size": (lambda v: v is None or (is_integer(v) and v >= 1), "null or a positive integer"),
+    "model.dtype": (lambda v: v in DTYPES, f"one of {sorted(DTYPES)}"),
+    "max_nonfinite_steps": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
+}
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` for the first value of ``RULES`` that is missing its type or range.
+
+    Also refuses settings that would train nothing (``trainer.max_steps=0``, ``trainer.limit_train_batches=0``),
+    an ``optimized_metric_direction`` other than maximize/minimize, and ``ckpt_path`` that is not a string.
+    """
+    for key, (valid, expected) in RULES.items():
+        value = OmegaConf.select(cfg, key, default="<absent>", throw_on_missing=False)
+        if value == "<absent>":
+            continue
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        if not valid(value):
+            extra = " (0 steps trains nothing: a run must take at least one optimizer step)" if value == 0 else ""
+            raise ConfigError(f"{key} must be {expected}, not {value!r}{extra}")
+    limit = OmegaConf.select(cfg, "trainer.limit_train_batches", default=None)
+    if limit is not None and (not is_number(limit) or limit <= 0):
+        raise ConfigError(
+            f"trainer.limit_train_batches must be null, a fraction in (0, 1] or a batch count >= 1, not {limit!r}"
+            " (0 trains nothing)"
+        )
+    if cfg.get("optimized_metric_direction") not in ("maximize", "minimize"):
+        raise ConfigError(
+            f"optimized_metric_direction must be maximize or minimize, not {cfg.get('optimized_metric_direction')!r}"
+        )
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is not None and not isinstance(ckpt_path, str):
+        raise ConfigError(f"ckpt_path must be a path, last, auto or null, not {ckpt_path!r}")

@@ -1,0 +1,153 @@
+"""Resuming: read what a checkpoint holds, refuse a resume that would train nothing, and name what changed.
+
+A resume must either continue training or say why not. Two ways it silently did nothing before:
+the checkpoint is already at ``trainer.max_steps``, or the run stopped at ``max_steps`` in the middle of an epoch,
+which Lightning records as a finished epoch, so that raising ``max_steps`` later found ``max_epochs`` reached.
+``continue_stopped_epoch`` repairs the second case from the checkpoint's own loop state.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# Keys whose change on resume is expected (where the run is, how it is launched or shown): not reported.
+EXPECTED_CHANGES = (
+    "ckpt_path", "run_dir", "overwrite", "trainer.default_root_dir", "data.report_dir", "callbacks.", "logger."
+)  # fmt: skip
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from; the message names the file and the alternatives."""
+
+
+@dataclass
+class CheckpointInfo:
+    """What a checkpoint records about its run.
+
+    Attributes:
+        path: the checkpoint (a ``.ckpt`` file or a sharded checkpoint directory).
+        global_step: optimizer steps taken.
+        epochs_completed: epochs the fit loop counts as finished.
+        epoch_exhausted: the last epoch ran out of batches (``False`` when it stopped early, e.g. at ``max_steps``).
+        config: the run's resolved training config (``None`` for checkpoints of other programs).
+    """
+
+    path: Path
+    global_step: int
+    epochs_completed: int
+    epoch_exhausted: bool
+    config: dict[str, Any] | None = field(default=None, repr=False)
+
+
+def _siblings(path: Path) -> list[str]:
+    directory = path.parent
+    if not directory.is_dir():
+        return []
+    return sorted(str(p) for p in directory.iterdir() if p != path and (p.suffix == ".ckpt" or p.is_dir()))
+
+
+def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> CheckpointInfo:
+    """Read a checkpoint's step, loop state and config (tensors are memory-mapped, not read).
+
+    Raises:
+        CheckpointError: the file is truncated or not a checkpoint; the message lists the other checkpoints beside it.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            meta = torch.load(path / "meta.pt", map_location="cpu", weights_only=False)
+        else:
+            meta = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        step = int(meta["global_step"])
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        others = _siblings(path)
+        alternatives = f"other checkpoints there: {', '.join(others)}" if others else "no other checkpoint is there"
+        raise CheckpointError(
+            f"{key}: {path} is not a complete checkpoint ({type(err).__name__}: {err}); {alternatives}. "
+            f"Resume from one of them with {key}=<path>"
+        ) from None
+    fit_loop = meta.get("loops", {}).get("fit_loop", {})
+    completed = int(fit_loop.get("epoch_progress", {}).get("current", {}).get("completed", 0))
+    exhausted = bool(fit_loop.get("epoch_loop.batch_progress", {}).get("is_last_batch", True))
+    config = (meta.get("hyper_parameters") or {}).get("config")
+    return CheckpointInfo(path, step, completed, exhausted, config)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists and empty mappings are leaves)."""
+    out: dict[str, Any] = {}
+    for name, value in tree.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{key}."))
+        else:
+            out[key] = value
+    return out
+
+
+def _expected(key: str) -> bool:
+    return any(key == name or (name.endswith(".") and key.startswith(name)) for name in EXPECTED_CHANGES)
+
+
+def changed_settings(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The keys whose values differ between two resolved configs, as ``{key: {"before": x, "after": y}}``
+    (absent values are ``"<absent>"``; the keys of ``EXPECTED_CHANGES`` are left out)."""
+    old, new = flatten(before), flatten(after)
+    changes = {}
+    for key in sorted(set(old) | set(new)):
+        if not _expected(key) and old.get(key, "<absent>") != new.get(key, "<absent>"):
+            changes[key] = {"before": old.get(key, "<absent>"), "after": new.get(key, "<absent>")}
+    return changes
+
+
+def check_progress_left(info: CheckpointInfo, max_steps: int, max_epochs: int | None) -> None:
+    """Refuse a resume that cannot take a single optimizer step.
+
+    Raises:
+        CheckpointError: the checkpoint is at ``trainer.max_steps`` already, or every epoch allowed by
+            ``trainer.max_epochs`` ran to its end.
+    """
+    if max_steps > 0 and info.global_step >= max_steps:
+        raise CheckpointError(
+            f"nothing left to train: the checkpoint {info.path} is at step {info.global_step} and "
+            f"trainer.max_steps={max_steps}; raise trainer.max_steps to train further"
+        )
+    epochs_done = info.epochs_completed if info.epoch_exhausted else max(info.epochs_completed - 1, 0)
+    if max_epochs is not None and max_epochs > 0 and epochs_done >= max_epochs:
+        raise CheckpointError(
+            f"nothing left to train: the checkpoint {info.path} finished {epochs_done} epoch(s) "
+            f"(step {info.global_step}) and trainer.max_epochs={max_epochs}; raise trainer.max_epochs to train further"
+        )
+
+
+def continue_stopped_epoch(checkpoint: dict[str, Any]) -> bool:
+    """Mark an epoch that stopped early (at ``max_steps``) as still in progress, in a checkpoint being loaded.
+
+    Lightning counts the epoch as completed when ``max_steps`` ends it, although the data loader stopped in
+    its middle; resumed with a larger ``max_steps``, the fit loop would then find ``max_epochs`` reached and train
+    nothing. The epoch counters are set back so the loop continues the epoch where the loader's saved position is.
+
+    Returns:
+        True when the loop state was changed.
+    """
+    fit_loop = checkpoint.get("loops", {}).get("fit_loop")
+    if not fit_loop or fit_loop.get("epoch_loop.batch_progress", {}).get("is_last_batch", True):
+        return False
+    changed = False
+    for counts in fit_loop.get("epoch_progress", {}).values():  # "total" and "current"
+        if counts.get("completed", 0) >= counts.get("started", 0) > 0:
+            counts["processed"] = counts["completed"] = counts["started"] - 1
+            changed = True
+    if changed:
+        checkpoint["epoch"] = max(int(checkpoint.get("epoch", 0)), 0)
+        log.info("the checkpoint's epoch had stopped early (at trainer.max_steps): continuing it")
+    return changed

@@ -1,0 +1,108 @@
+"""The run directory: start fresh only in an empty one, resume in place, never overwrite a run by accident."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from simpo.run_status import read_status
+
+log = logging.getLogger(__name__)
+
+# Written by Hydra for the current command before train.py runs: not a sign of an earlier run.
+HYDRA_FILES = frozenset({".hydra", "train.log"})
+
+
+class RunDirError(ValueError):
+    """The run directory cannot be used as asked; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """How this command uses its run directory.
+
+    Attributes:
+        run_dir: the directory.
+        ckpt_path: the checkpoint to resume from (a file, or a directory for sharded checkpoints), or ``None``.
+        cleared: earlier contents removed before starting (``overwrite=true``, or ``ckpt_path=auto`` replacing an
+            attempt that never saved a checkpoint).
+    """
+
+    run_dir: Path
+    ckpt_path: str | None
+    cleared: tuple[str, ...] = ()
+
+
+def _resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """``last`` -> ``<run_dir>/checkpoints/last.ckpt``; ``auto`` -> the same if it exists, else ``None``; a path must
+    exist; ``None`` starts fresh."""
+    if ckpt_path is None:
+        return None
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path == "auto":
+        return str(last) if last.exists() else None
+    path = last if ckpt_path == "last" else Path(ckpt_path).expanduser()
+    if not path.exists():  # a file, or a directory for sharded (FSDP) checkpoints
+        hint = (
+            f" (set hydra.run.dir to the directory of the run to resume; {run_dir} has no checkpoints/last.ckpt)"
+            if ckpt_path == "last"
+            else ""
+        )
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path}{hint}")
+    return str(path)
+
+
+def earlier_contents(run_dir: Path) -> list[str]:
+    """Names of the entries of ``run_dir`` that an earlier run left (Hydra's files for this command excluded)."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(p.name for p in run_dir.iterdir() if p.name not in HYDRA_FILES)
+
+
+def plan_run_dir(run_dir: Path, ckpt_path: str | None, overwrite: bool = False, is_writer: bool = True) -> RunPlan:
+    """Decide how to use ``run_dir``; nothing is written or removed yet (see ``apply``).
+
+    Args:
+        run_dir: the run directory (``hydra.run.dir``).
+        ckpt_path: the ``ckpt_path`` key: ``None``, ``last``, ``auto`` or a checkpoint path.
+        overwrite: the ``overwrite`` key: replace an earlier run in ``run_dir``.
+        is_writer: this process writes the run directory (global rank 0). The others neither check its contents
+            (rank 0 may already have written into it) nor clear anything.
+
+    Raises:
+        RunDirError: a fresh start in a directory that holds an earlier run, without ``overwrite=true``.
+        FileNotFoundError: ``ckpt_path`` names a checkpoint that does not exist.
+    """
+    resolved = _resolve_checkpoint(ckpt_path, run_dir)
+    if resolved is not None:
+        if overwrite:
+            raise RunDirError(f"overwrite=true and ckpt_path={ckpt_path} contradict each other: set only one of them")
+        return RunPlan(run_dir, resolved)
+    found = earlier_contents(run_dir) if is_writer else []
+    if not found:
+        return RunPlan(run_dir, None)
+    if overwrite:
+        return RunPlan(run_dir, None, tuple(found))
+    status = (read_status(run_dir) or {}).get("status")
+    if ckpt_path == "auto" and status != "completed":
+        return RunPlan(run_dir, None, tuple(found))  # a requeued job whose first attempt saved no checkpoint
+    shown = ", ".join(found[:6]) + (", ..." if len(found) > 6 else "")
+    raise RunDirError(
+        f"the run directory {run_dir} already holds a run ({shown}; status: {status or 'unknown'}): resume it with "
+        "ckpt_path=last, pick a new directory (hydra.run.dir=...), or replace it with overwrite=true"
+    )
+
+
+def apply(plan: RunPlan) -> None:
+    """Create the run directory and remove what ``plan`` clears."""
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    for name in plan.cleared:
+        path = plan.run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    if plan.cleared:
+        log.warning("removed the earlier run's files from %s: %s", plan.run_dir, ", ".join(plan.cleared))
