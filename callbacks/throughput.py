@@ -70,7 +70,7 @@ class ThroughputMonitor(L.Callback):
         if self._start is None:  # the first micro-batch of an optimizer step
             self._sync(pl_module)
             self._start, self._tokens, self._step_at_start = time.perf_counter(), 0, trainer.global_step
-        self._tokens = self._tokens + batch["attention_mask"].sum()  # a tensor: no device sync per micro-batch
+        self._tokens = self._tokens + batch["num_tokens"]  # the pairs' tokens, whatever the layout computes
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int

@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase
 
 from data import cache
 from data.bos import BOS_POLICIES, diagnose
-from data.collate import PreferenceCollator
+from data.collate import LAYOUTS, PreferenceCollator
 from data.layouts import detect_layout, resolve_columns
 from data.pair_encoding import TOKEN_COLUMNS, PairEncoder, TruncationSettings
 from data.progress import no_progress_bars
@@ -71,6 +71,10 @@ class PreferenceDataModule(L.LightningDataModule):
             accumulation from it); ``None`` leaves ``trainer.accumulate_grad_batches`` as set.
         num_workers: DataLoader worker processes.
         pad_to_multiple_of: round padded lengths up to a multiple of this.
+        layout: how a batch lays out its tokens (``data/collate.py``): ``padded`` (2B padded rows), ``packed``
+            (sequences end to end), ``shared_prompt`` (one [prompt, chosen, rejected] row per pair: the prompt computed
+            once) or ``shared_prompt_packed``.
+        pack_length: tokens per packed row (``None``: ``max_length``); a longer sequence or pair gets its own row.
         max_drop_fraction: largest fraction of unusable rows tolerated per split.
         seed: seeds the shuffling of the training pairs and the carving of ``val_size``.
         chat_template: replaces the tokenizer's chat template (a bundled name: ``llama3``, ``mistral``,
@@ -99,6 +103,8 @@ class PreferenceDataModule(L.LightningDataModule):
         global_batch_size: int | None = None,
         num_workers: int = 0,
         pad_to_multiple_of: int | None = None,
+        layout: str = "padded",
+        pack_length: int | None = None,
         max_drop_fraction: float = 0.01,
         seed: int = 42,
         chat_template: str | None = None,
@@ -151,7 +157,13 @@ class PreferenceDataModule(L.LightningDataModule):
         self.report_dir = Path(report_dir) if report_dir is not None else None
         self.whole_file_validation = bool(whole_file_validation)
         pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-        self.collator = PreferenceCollator(pad_token_id=pad_id, pad_to_multiple_of=pad_to_multiple_of)
+        pack_length = check_positive_int("data.pack_length", pack_length, nullable=True)
+        self.collator = PreferenceCollator(
+            pad_token_id=pad_id,
+            pad_to_multiple_of=pad_to_multiple_of,
+            layout=check_one_of("data.layout", layout, LAYOUTS),
+            pack_length=pack_length or self.truncation.max_length,
+        )
         self.splits: dict[str, datasets.Dataset] = {}
         self.report: dict[str, Any] = {"splits": {}}
         self._prepared: dict[str, tuple[datasets.Dataset, dict[str, Any]] | None] = {}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from simpo.logprobs import SequenceLogps, labelled_positions
+from simpo.logprobs import SequenceLogps, labelled_positions, per_sequence
 
 
 def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, softcap: float | None) -> torch.Tensor:
@@ -143,6 +143,41 @@ def chunked_token_logps(
     return ChunkedLabelledLogps.apply(hidden, weight, targets, chunk_size, softcap)
 
 
+def chunked_target_logps(
+    hidden: torch.Tensor,
+    target_index: torch.Tensor,
+    target_ids: torch.Tensor,
+    target_sequence: torch.Tensor,
+    num_sequences: int,
+    head: nn.Module,
+    chunk_size: int,
+    final_logit_softcapping: float | None = None,
+) -> SequenceLogps:
+    """Per-sequence statistics of the scored tokens of any batch layout, with a (chunk_size, V) buffer at most.
+
+    Only the M scored positions are projected onto the vocabulary (prompt and padding never are).
+
+    Args:
+        hidden: (R, T, H) final hidden states of the decoder.
+        target_index: (M,) positions in the flattened (R * T) batch whose hidden states predict ``target_ids``.
+        target_ids: (M,) the scored tokens.
+        target_sequence: (M,) their sequences, in [0, num_sequences).
+        num_sequences: N.
+        head: the output projection H -> V, a bias-free ``nn.Linear`` (e.g. ``lm_head``, tied or not).
+        chunk_size: scored tokens projected at a time.
+        final_logit_softcapping: Gemma 2's soft cap; ``None`` for none.
+
+    Returns:
+        ``SequenceLogps`` with (N,) fields: ``logp_sum`` (differentiable), ``token_count`` and ``logit_sum``.
+    """
+    if getattr(head, "bias", None) is not None:
+        raise ValueError("chunked log-probs need a bias-free output projection; set model.chunk_size=null")
+    logps, vocab_mean = chunked_token_logps(
+        hidden.flatten(0, 1)[target_index], head.weight, target_ids, chunk_size, final_logit_softcapping
+    )
+    return per_sequence(logps, vocab_mean, target_sequence, num_sequences)
+
+
 def chunked_sequence_logps(
     hidden: torch.Tensor,
     labels: torch.Tensor,
@@ -150,33 +185,14 @@ def chunked_sequence_logps(
     chunk_size: int,
     final_logit_softcapping: float | None = None,
 ) -> SequenceLogps:
-    """Like ``simpo.logprobs.sequence_logps`` on ``head(hidden)``, with a (chunk_size, V) buffer at most.
-
-    Only the M labelled positions are projected (prompt and padding never are), ``chunk_size`` at a time.
+    """``chunked_target_logps`` of a padded batch: like ``simpo.logprobs.sequence_logps`` on ``head(hidden)``.
 
     Args:
         hidden: (N, T, H) final hidden states of the decoder.
         labels: (N, T) labels with ``IGNORE_INDEX`` on unlabelled positions (position t predicts t + 1).
-        head: the output projection H -> V, a bias-free ``nn.Linear`` (e.g. ``lm_head``, tied or not).
-        chunk_size: labelled tokens projected at a time.
-        final_logit_softcapping: Gemma 2's soft cap; ``None`` for none.
-
-    Returns:
-        ``SequenceLogps`` with (N,) fields: ``logp_sum`` (differentiable), ``token_count`` and ``logit_sum``.
+        head, chunk_size, final_logit_softcapping: as in ``chunked_target_logps``.
     """
-    if getattr(head, "bias", None) is not None:
-        raise ValueError("chunked log-probs need a bias-free output projection; set loss.chunk_size=null")
     rows, positions, targets = labelled_positions(labels)
-    logps, vocab_mean = chunked_token_logps(
-        hidden[rows, positions], head.weight, targets, chunk_size, final_logit_softcapping
-    )
-    n = labels.shape[0]
-
-    def per_row(values: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, values)
-
-    return SequenceLogps(
-        logp_sum=per_row(logps),
-        token_count=per_row(torch.ones_like(logps.detach())),
-        logit_sum=per_row(vocab_mean),
-    )
+    index = rows * labels.shape[1] + positions
+    softcap = final_logit_softcapping
+    return chunked_target_logps(hidden, index, targets, rows, labels.shape[0], head, chunk_size, softcap)

@@ -51,38 +51,61 @@ def labelled_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return rows, positions, targets[rows, positions]
 
 
-def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-prob of each next-token label.
+def per_sequence(
+    logps: torch.Tensor, vocab_mean: torch.Tensor, target_sequence: torch.Tensor, num_sequences: int
+) -> SequenceLogps:
+    """Sum token statistics into their sequences.
 
     Args:
-        logits: (N, T, V) raw logits; position t predicts token t + 1.
-        labels: (N, T) token ids, ``IGNORE_INDEX`` where no label is carried (prompt, padding).
+        logps: (M,) log-prob of each scored token.
+        vocab_mean: (M,) mean logit over the vocabulary at each scored token's predicting position (detached).
+        target_sequence: (M,) the sequence (response) each token belongs to, in [0, num_sequences).
+        num_sequences: N.
 
     Returns:
-        ``logps`` (N, T - 1) log pi(labels[:, t + 1] | ...) (0 where masked) and
-        ``mask`` (N, T - 1) bool, true where a label is carried. Computed in float32 at least
-        (float64 inputs stay float64).
+        ``SequenceLogps`` with (N,) fields.
     """
-    shifted_logits = logits[:, :-1, :].to(torch.promote_types(logits.dtype, torch.float32))
-    targets = labels[:, 1:]
-    mask = targets != IGNORE_INDEX
-    safe_targets = torch.where(mask, targets, 0)
-    picked = shifted_logits.gather(-1, safe_targets.unsqueeze(-1)).squeeze(-1)
-    logps = picked - torch.logsumexp(shifted_logits, dim=-1)
-    return logps.masked_fill(~mask, 0.0), mask
+
+    def total(values: torch.Tensor) -> torch.Tensor:
+        zeros = torch.zeros(num_sequences, dtype=values.dtype, device=values.device)
+        return zeros.index_add(0, target_sequence, values)
+
+    return SequenceLogps(
+        logp_sum=total(logps), token_count=total(torch.ones_like(logps.detach())), logit_sum=total(vocab_mean)
+    )
+
+
+def target_sequence_logps(
+    logits: torch.Tensor,
+    target_index: torch.Tensor,
+    target_ids: torch.Tensor,
+    target_sequence: torch.Tensor,
+    num_sequences: int,
+) -> SequenceLogps:
+    """Per-sequence statistics from full logits, for the scored tokens of any batch layout.
+
+    Args:
+        logits: (R, T, V) raw logits of a batch of R rows.
+        target_index: (M,) positions in the flattened (R * T) batch whose logits predict ``target_ids``.
+        target_ids: (M,) the scored tokens.
+        target_sequence: (M,) their sequences, in [0, num_sequences).
+        num_sequences: N.
+
+    Returns:
+        ``SequenceLogps`` with (N,) fields, computed in float32 at least (float64 stays float64).
+    """
+    rows = logits.flatten(0, 1)[target_index]  # (M, V)
+    rows = rows.to(torch.promote_types(rows.dtype, torch.float32))
+    logps = rows.gather(-1, target_ids[:, None]).squeeze(-1) - torch.logsumexp(rows, dim=-1)
+    return per_sequence(logps, rows.detach().mean(-1), target_sequence, num_sequences)
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> SequenceLogps:
-    """Per-sequence sums of labelled-token log-probs, label counts and mean logits.
+    """Per-sequence sums of labelled-token log-probs, label counts and mean logits of a padded batch.
 
     Args:
-        logits: (N, T, V) raw logits.
+        logits: (N, T, V) raw logits; position t predicts token t + 1.
         labels: (N, T) labels with ``IGNORE_INDEX`` on unlabelled positions.
     """
-    logps, mask = token_logps(logits, labels)
-    vocab_mean_logits = logits[:, :-1, :].detach().to(logps.dtype).mean(-1)  # (N, T - 1)
-    return SequenceLogps(
-        logp_sum=logps.sum(-1),
-        token_count=mask.sum(-1).to(logps.dtype),
-        logit_sum=(vocab_mean_logits * mask).sum(-1),
-    )
+    rows, positions, targets = labelled_positions(labels)
+    return target_sequence_logps(logits, rows * labels.shape[1] + positions, targets, rows, labels.shape[0])

@@ -14,11 +14,12 @@ from torch.distributed.fsdp import register_fsdp_forward_method
 from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from simpo.chunked_logprobs import chunked_sequence_logps
+from simpo.attention_masks import layout_attention_mask
+from simpo.chunked_logprobs import chunked_target_logps
 from simpo.finite import describe_nonfinite, nonfinite_tensors
 from simpo.fsdp import materialize, shard_policy
 from simpo.global_batch import ends_accumulation_window
-from simpo.logprobs import SequenceLogps, sequence_logps
+from simpo.logprobs import SequenceLogps, target_sequence_logps
 from simpo.loss import SimPOLoss
 from simpo.metrics import reward_metrics
 from simpo.nonfinite import NonFiniteError, NonFiniteGuard
@@ -27,23 +28,28 @@ from simpo.resume import continue_stopped_epoch
 from simpo.rng import rng_states, set_rng_states
 
 # Causal LMs whose logits are exactly ``lm_head(model(...).last_hidden_state)`` (Gemma 2 adds a soft cap,
-# applied by ``chunked_sequence_logps``). For these only the labelled positions are projected onto the
+# applied by ``chunked_target_logps``). For these only the labelled positions are projected onto the
 # vocabulary, ``chunk_size`` tokens at a time; any other architecture takes the plain full-logits path.
 LABELLED_ONLY_MODEL_TYPES = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"})
 
 
 def _labelled_logps(
     policy: PreTrainedModel,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    labels: torch.Tensor,
+    decoder_inputs: dict[str, Any],
+    targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    num_sequences: int,
     chunk_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(2B,) log-prob sums, label counts and logit sums from the decoder's final hidden states, projecting only
-    the labelled positions onto the vocabulary, ``chunk_size`` tokens at a time (bound to the policy)."""
-    hidden = policy.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (2B, T, H)
+    """(N,) log-prob sums, token counts and logit sums from the decoder's final hidden states, projecting only the
+    scored positions onto the vocabulary, ``chunk_size`` tokens at a time (bound to the policy).
+
+    Args:
+        decoder_inputs: ``input_ids`` (R, T) and the layout's ``attention_mask`` / ``position_ids``.
+        targets: ``target_index``, ``target_ids``, ``target_sequence``, each (M,) (see ``data/collate.py``).
+    """
+    hidden = policy.get_decoder()(**decoder_inputs).last_hidden_state  # (R, T, H)
     softcap = getattr(policy.config, "final_logit_softcapping", None)
-    stats = chunked_sequence_logps(hidden, labels, policy.lm_head, chunk_size, softcap)
+    stats = chunked_target_logps(hidden, *targets, num_sequences, policy.lm_head, chunk_size, softcap)
     return stats.logp_sum, stats.token_count, stats.logit_sum
 
 
@@ -123,21 +129,31 @@ class SimPOModule(L.LightningModule):
             materialize(self.policy, strategy.root_device, self.full_weights if self.trainer.is_global_zero else None)
         self._sharded = True
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[SequenceLogps, SequenceLogps]:
-        """Per-sequence statistics of the chosen and rejected halves.
+    def forward(self, batch: dict[str, Any]) -> tuple[SequenceLogps, SequenceLogps]:
+        """Per-sequence statistics of the chosen and rejected responses, in any batch layout.
 
         Args:
-            batch: ``input_ids``, ``attention_mask``, ``labels``, each (2B, T); rows [:B] chosen.
+            batch: a ``PreferenceCollator`` batch of P pairs: ``input_ids``, ``attention_mask`` (R, T); the scored
+                tokens ``target_index``, ``target_ids``, ``target_sequence`` (M,); ``num_pairs``; and, for the
+                packed and shared-prompt layouts, ``position_ids``, ``segment_ids``, ``branch_ids`` (R, T).
 
         Returns:
-            (chosen, rejected) ``SequenceLogps`` with (B,) fields.
+            (chosen, rejected) ``SequenceLogps`` with (P,) fields.
         """
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        inputs: dict[str, Any] = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if "segment_ids" in batch:  # packed / shared prompt: attention confined by the layout
+            dtype = next(self.policy.parameters()).dtype
+            inputs["attention_mask"] = layout_attention_mask(
+                self.policy.config, batch["segment_ids"], batch["branch_ids"], batch["position_ids"], dtype
+            )
+            inputs["position_ids"] = batch["position_ids"]
+        targets = (batch["target_index"], batch["target_ids"], batch["target_sequence"])
+        n_pairs = int(batch["num_pairs"])
         if self.chunk_size is not None and self.policy.config.model_type in LABELLED_ONLY_MODEL_TYPES:
-            stats = SequenceLogps(*self.policy.simpo_labelled_logps(**inputs, labels=batch["labels"]))
+            stats = SequenceLogps(*self.policy.simpo_labelled_logps(inputs, targets, 2 * n_pairs))
         else:
-            stats = sequence_logps(self.policy(**inputs).logits, batch["labels"])  # (2B,) fields
-        return stats.split(batch["input_ids"].shape[0] // 2)
+            stats = target_sequence_logps(self.policy(**inputs).logits, *targets, 2 * n_pairs)
+        return stats.split(n_pairs)
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str, batch_idx: int = 0) -> torch.Tensor:
         chosen, rejected = self(batch)

@@ -17,7 +17,6 @@ from simpo.logprobs import (
     SequenceLogps,
     labelled_positions,
     sequence_logps,
-    token_logps,
 )
 
 # float32 results against a float64 reference of O(1..10) magnitudes.
@@ -78,20 +77,6 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(4, t_len, vocab, generator=g, dtype=torch.float64) * 3.0
     return logits, labels
-
-
-def test_token_logps_matches_reference(batch):
-    logits, labels = batch
-    ref = reference(logits, labels)
-    logps, mask = token_logps(logits, labels)
-    assert logps.shape == (4, 8)
-    assert mask.shape == (4, 8)
-    assert mask.dtype == torch.bool
-    assert torch.equal(mask, ref["mask"])
-    assert (logps[~mask] == 0).all()
-    torch.testing.assert_close(logps.double(), ref["token"], **F32)
-    # Masked positions must really be masked: the reference counts differ per row.
-    assert mask.sum(-1).tolist() == [6, 5, 0, 7]
 
 
 def test_sequence_logps_matches_reference(batch):
@@ -155,11 +140,6 @@ def test_shift_hand_values():
         dtype=torch.float64,
     )
     labels = torch.tensor([[1, 2, 0, IGNORE_INDEX]])
-    logps, mask = token_logps(logits, labels)
-    assert mask.tolist() == [[True, True, False]]
-    torch.testing.assert_close(
-        logps.double(), torch.tensor([[math.log(1 / 3), math.log(0.5), 0.0]], dtype=torch.float64), **F32
-    )
     seq = sequence_logps(logits, labels)
     assert seq.token_count.tolist() == [2.0]
     assert seq.logp_sum.item() == pytest.approx(math.log(1 / 3) + math.log(0.5), abs=1e-6)
