@@ -114,8 +114,13 @@ class Context:
         self.result["status"], self.result["message"] = status, message
         self.flush()
 
-    def judge(self, failures: list[str], summary: str) -> None:
-        self.finish("fail" if failures else "pass", "; ".join(failures) if failures else summary)
+    def judge(self, failures: list[str], summary: str, errors: list[str] = ()) -> None:
+        """``error`` when something broke (``errors``: a crash, a run that did not finish), else ``fail`` when a
+        criterion was missed (``failures``), else ``pass`` with ``summary``."""
+        if errors:
+            self.finish("error", "; ".join([*errors, *failures]))
+        else:
+            self.finish("fail" if failures else "pass", "; ".join(failures) if failures else summary)
 
 
 def log(*parts: Any) -> None:
@@ -341,7 +346,7 @@ def exactness(ctx: Context) -> None:
     ]
     if ctx.quick and not ctx.cuda:  # the test suite: bf16 matrix products are slow on a CPU
         variants = [v for v in variants if v[1] == "32-true"]
-    rows, failures, runs = [], [], {}
+    rows, failures, errors, runs = [], [], [], {}
     for name, precision, chunk_size, fsdp, tol, grad_tol in variants:
         started = time.perf_counter()
         try:
@@ -349,7 +354,7 @@ def exactness(ctx: Context) -> None:
             log(f"{name}: loss {loss:.8f} in {time.perf_counter() - started:.1f} s")
         except Exception as error:
             traceback.print_exc()
-            failures.append(f"{name}: {type(error).__name__}: {error}")
+            errors.append(f"{name}: {type(error).__name__}: {error}")
             rows.append(f"| {name} | {dev} | error | | | | {type(error).__name__} |")
             continue
         runs[name] = (loss, grads)
@@ -400,7 +405,9 @@ def exactness(ctx: Context) -> None:
         "|---|---|---:|---:|---|---:|---|",
     ]
     ctx.table("exactness", "\n".join(header + rows))
-    ctx.judge(failures, f"all {len(rows)} comparisons within bounds (fp32 {LOSS_TOL_FP32:g}, bf16 {LOSS_TOL_BF16:g})")
+    ctx.judge(
+        failures, f"all {len(rows)} comparisons within bounds (fp32 {LOSS_TOL_FP32:g}, bf16 {LOSS_TOL_BF16:g})", errors
+    )
 
 
 # ----------------------------------------------------------------------------------------------- b, c: train.py runs
@@ -502,22 +509,31 @@ def train_overrides(
     ]
 
 
-def compose_only(overrides: list[str]) -> dict[str, Any]:
+def compose_only(overrides: list[str], validate: bool) -> dict[str, Any]:
     """The test-suite (``--quick``) stand-in for a ``train.py`` run: compose the overrides against ``conf/`` as
-    Hydra would, run the config checks ``train.py`` runs first, and build the step recorder, without training."""
+    Hydra would and, with ``validate``, run the config checks ``train.py`` runs first and build the step recorder
+    (which imports Lightning: slow on a busy CPU, so done once per quick run), without training."""
     from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-
-    import train  # noqa: F401  (registers the resolvers)
-    from simpo.config_checks import check_train_config
 
     run_dir = next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir="))
     rest = [o for o in overrides if not o.startswith("hydra.")]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"run_dir={run_dir}", *rest])
-    check_train_config(cfg)
-    instantiate(cfg.callbacks.step_recorder)
-    return {"composed": True, "callbacks": sorted(cfg.callbacks), "strategy": cfg.trainer.strategy._target_}
+    if validate:
+        from hydra.utils import instantiate
+
+        from simpo.config_checks import check_train_config
+        from simpo.entrypoint import register_resolvers
+
+        register_resolvers()
+        check_train_config(cfg)
+        instantiate(cfg.callbacks.step_recorder)
+    return {
+        "composed": True,
+        "validated": validate,
+        "callbacks": sorted(cfg.callbacks),
+        "strategy": cfg.trainer.strategy._target_,
+    }
 
 
 def run_train(
@@ -538,7 +554,7 @@ def run_train(
         "precision": setting.precision,
     }
     if ctx.quick:
-        summary.update(compose_only(overrides), status="composed")
+        summary.update(compose_only(overrides, validate=ctx.name == "throughput"), status="composed")
         return summary
     if run_dir.exists():
         import shutil
@@ -549,19 +565,20 @@ def run_train(
     log(f"{name}: python train.py " + " ".join(overrides))
     start = time.time()
     env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    # In this check's process group, so that the runner's kill at the check's timeout ends train.py too.
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
     try:
         returncode = process.wait(timeout=max(timeout_s, 1))
         status = "ok" if returncode == 0 else f"error: train.py exited with {returncode}"
     except subprocess.TimeoutExpired:
-        import signal
-
-        os.killpg(process.pid, signal.SIGKILL)
+        process.kill()  # SIGKILL: SIGTERM would make the preemption callback write a checkpoint first
         process.wait()
         status = f"timeout after {timeout_s:.0f} s"
     summary.update(status=status, wall_s=time.time() - start, **summarise_steps(run_dir, setting, start))
+    if status.startswith("timeout") and summary.get("trained_to_end"):
+        summary["status"] = f"ok (every step done; killed at exit after {timeout_s:.0f} s)"
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    log(f"{name}: {status}, {summary.get('tokens_per_sec', float('nan')):.0f} tokens/s, MFU {summary.get('mfu')}")
+    log(f"{name}: {summary['status']}, {summary.get('tokens_per_sec') or 0:.0f} tokens/s, MFU {summary.get('mfu')}")
     return summary
 
 
@@ -574,8 +591,10 @@ def summarise_steps(run_dir: Path, setting: TrainSetting, launched: float) -> di
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     start = next((r for r in records if r["event"] == "train_start"), {})
     steps = [r for r in records if r["event"] == "step"]
+    trained_to_end = any(r["event"] == "train_end" for r in records)
     measured = [r for r in steps if setting.warmup <= r["step"] < setting.steps - setting.profile_steps]
     out: dict[str, Any] = {
+        "trained_to_end": trained_to_end,
         "steps_recorded": len(steps),
         "steps_measured": len(measured),
         "n_params": start.get("n_params"),
@@ -665,7 +684,10 @@ def throughput(ctx: Context) -> None:
     if ctx.quick:
         ctx.finish("pass", f"composed {len(runs)} train.py runs (quick: nothing trained)")
         return
-    failures = [f"{r['name']}: {r['status']}" for r in runs if r["status"] != "ok" or not r.get("steps_measured")]
+    errors = [
+        f"{r['name']}: {r['status']}" for r in runs if not r["status"].startswith("ok") or not r.get("steps_measured")
+    ]
+    failures: list[str] = []
     profiles = []
     for r in runs:
         mfu = r.get("mfu")
@@ -684,6 +706,7 @@ def throughput(ctx: Context) -> None:
         f"MFU {listed} (goal {MFU_GOAL:.0%}); best {best:.1%}"
         if ctx.cuda
         else "train.py runs completed on CPU (no MFU without a GPU)",
+        errors,
     )
 
 
@@ -706,10 +729,13 @@ def chunked_head(ctx: Context) -> None:
         ctx.finish("pass", "composed the train.py runs (quick: nothing trained)")
         return
     chunked, full = runs
-    failures = [f"{r['name']}: {r['status']}" for r in runs if r["status"] != "ok" or not r.get("steps_measured")]
-    if failures:
-        ctx.judge(failures, "")
+    errors = [
+        f"{r['name']}: {r['status']}" for r in runs if not r["status"].startswith("ok") or not r.get("steps_measured")
+    ]
+    if errors:
+        ctx.judge([], "", errors)
         return
+    failures: list[str] = []
     memory = full["peak_memory_gb"] / chunked["peak_memory_gb"] if chunked.get("peak_memory_gb") else None
     speed = full["step_s"] / chunked["step_s"] if chunked.get("step_s") else None
     ctx.update(full_over_chunked_memory=memory, full_over_chunked_step_time=speed)

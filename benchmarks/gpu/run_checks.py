@@ -16,6 +16,7 @@ Exit status 0 when every check passed or was skipped, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -97,7 +98,8 @@ def run_check(check: Any, args: argparse.Namespace, timeout: float, log_path: Pa
             returncode = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            os.killpg(process.pid, signal.SIGKILL)  # the check and any train.py it started
+            with contextlib.suppress(ProcessLookupError):  # it may have ended on its own meanwhile
+                os.killpg(process.pid, signal.SIGKILL)  # the check and any train.py it started
             returncode = process.wait()
     try:
         result = json.loads(result_path.read_text())

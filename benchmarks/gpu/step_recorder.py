@@ -131,8 +131,13 @@ class StepRecorder(L.Callback):
             activities = [torch.profiler.ProfilerActivity.CPU]
             if pl_module.device.type == "cuda":
                 activities.append(torch.profiler.ProfilerActivity.CUDA)
-            self._profiler = torch.profiler.profile(activities=activities)
-            self._profiler.__enter__()
+            try:  # a profiler that cannot start (no CUPTI, say) must not cost the run its numbers
+                self._profiler = torch.profiler.profile(activities=activities)
+                self._profiler.__enter__()
+            except Exception as error:
+                self._profiler = None
+                self.profile_from = None
+                self._write({"event": "profile_error", "error": f"{type(error).__name__}: {error}"})
             self._profile_start = time.perf_counter()
 
     def on_train_batch_end(
@@ -155,11 +160,13 @@ class StepRecorder(L.Callback):
         self._write(record)
         if self._profiler is not None and step + 1 >= self.profile_from + self.profile_steps:
             wall = time.perf_counter() - self._profile_start
-            self._profiler.__exit__(None, None, None)
-            table = profile_table(self._profiler.key_averages(), wall, self.profile_steps)
-            self._profiler = None
-            self.profile_path.write_text(table)
-            self._write({"event": "profile", "path": str(self.profile_path), "wall_s": wall})
+            profiler, self._profiler = self._profiler, None
+            try:
+                profiler.__exit__(None, None, None)
+                self.profile_path.write_text(profile_table(profiler.key_averages(), wall, self.profile_steps))
+                self._write({"event": "profile", "path": str(self.profile_path), "wall_s": wall})
+            except Exception as error:
+                self._write({"event": "profile_error", "error": f"{type(error).__name__}: {error}"})
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._profiler is not None:  # the run ended inside the profiled window
