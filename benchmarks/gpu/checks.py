@@ -270,7 +270,7 @@ def exactness(ctx: Context) -> None:
     L.seed_everything(0, verbose=False)
     policy = build_policy(tokenizer, architecture=dict(TINY_LLAMA), dtype="float32", attn_implementation="sdpa")
     initial = {k: v.detach().clone() for k, v in policy.state_dict().items()}
-    chunk = 256  # several chunks per batch
+    chunk = 256 if ctx.cuda else 64  # several chunks per batch (the CPU rehearsal's batch is smaller)
 
     class OneBatch(torch.utils.data.Dataset):
         def __len__(self) -> int:
