@@ -120,6 +120,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     the reward model and the policy (NaN/Inf weights, a missing or truncated source are errors naming the key).
     """
     validate_settings(cfg)
+    if (Path(cfg.run_dir) / "status.json").is_file():
+        raise ValueError(
+            f"hydra.run.dir={cfg.run_dir} holds a training run: evaluate.py writes its own files (metrics.json, "
+            "report.md, data_report.json, plots), so give it a directory of its own"
+        )
     torch.manual_seed(cfg.seed)
     inputs = load_inputs(cfg)
     m = cfg.model

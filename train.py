@@ -35,9 +35,16 @@ from simpo.entrypoint import (
 from simpo.global_batch import accumulation_steps
 from simpo.loggers import drop_rows_from_step
 from simpo.module import SimPOModule
+from simpo.nonfinite import ADVICE
 from simpo.policy import build_policy, tokenizer_source, warn_low_precision_weights
-from simpo.pretrained_source import check_pretrained_source
-from simpo.resume import CheckpointInfo, changed_settings, check_progress_left, read_checkpoint
+from simpo.pretrained_source import check_pretrained_source, check_tokenizer_files
+from simpo.resume import (
+    CheckpointInfo,
+    changed_settings,
+    check_progress_left,
+    check_same_data_order,
+    read_checkpoint,
+)
 from simpo.run_dir import RunPlan, apply, earlier_contents, plan_run_dir
 from simpo.run_status import NoTrainingError, write_status
 
@@ -62,6 +69,7 @@ def build_module(cfg: DictConfig, tokenizer: Any) -> SimPOModule:
         "architecture": OmegaConf.to_container(cfg.model.architecture) if cfg.model.architecture else None,
         "dtype": cfg.model.dtype,
         "attn_implementation": cfg.model.attn_implementation,
+        "layout": cfg.data.get("layout", "padded"),
     }
 
     def full_weights() -> dict[str, torch.Tensor]:
@@ -157,13 +165,19 @@ def prepare(cfg: DictConfig) -> PreparedRun:
                             bundled=tuple(BUNDLED))  # fmt: skip
     if cfg.model.name_or_path is not None:
         check_pretrained_source(cfg.model.name_or_path, "model.name_or_path")
+    check_tokenizer_files(source, "model.tokenizer" if cfg.model.get("tokenizer") else "model.name_or_path")
     tokenizer = load_tokenizer(source)
-    datamodule = build(cfg.data, tokenizer=tokenizer)
+    datamodule = build(cfg.data, key="data", tokenizer=tokenizer)
     module = build_module(cfg, tokenizer)
-    callbacks = [build(c) for c in cfg.callbacks.values() if c is not None] if cfg.callbacks else []
-    loggers = [build(c) for c in cfg.logger.values() if c is not None] if cfg.logger else False
-    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    callbacks = [build(c, key="callbacks") for c in cfg.callbacks.values() if c is not None] if cfg.callbacks else []
+    loggers = [build(c, key="logger") for c in cfg.logger.values() if c is not None] if cfg.logger else False
+    trainer: L.Trainer = build(cfg.trainer, key="trainer", callbacks=callbacks, logger=loggers,
+                               plugins=[AtomicCheckpointIO()])  # fmt: skip
     set_accumulation(trainer, cfg)
+    if resume is not None:
+        check_same_data_order(resume, cfg, cfg.data.batch_size * trainer.world_size)
+    datamodule.prepare_data()  # load, tokenise and check the data now: a bad file must not touch the run directory
+    datamodule.load("fit")
     if not datamodule.has_validation:
         trainer.limit_val_batches = 0  # no validation loop (Lightning would warn about an empty loader)
     return PreparedRun(cfg, plan, resume, changed, datamodule, module, trainer)
@@ -193,6 +207,11 @@ def execute(run: PreparedRun) -> dict[str, float]:
     if cfg.validate_before_training and run.resume is None and datamodule.has_validation:
         trainer.validate(module, datamodule=datamodule)
     trainer.fit(module, datamodule=datamodule, ckpt_path=run.plan.ckpt_path)
+    if trainer.global_step > start_step and trainer.global_step - start_step <= module.nonfinite.skipped_here:
+        raise NoTrainingError(
+            f"all {trainer.global_step - start_step} optimizer steps of this run were skipped as non-finite: no step "
+            f"was applied (max_nonfinite_steps={cfg.max_nonfinite_steps}); {ADVICE}"
+        )
     if trainer.global_step <= start_step:
         raise NoTrainingError(
             f"the run ended at step {trainer.global_step} without training: check trainer.max_steps "
@@ -240,8 +259,11 @@ def run_and_record(cfg: DictConfig, multirun: bool = False) -> float | None:
     except (KeyboardInterrupt, SystemExit) as stop:
         step = run.trainer.global_step
         write_status(run_dir, "interrupted", error=f"{type(stop).__name__} before a checkpoint", step=step)
-        log.warning("interrupted at step %d; resume from the last checkpoint with hydra.run.dir=%s ckpt_path=last",
-                    step, run_dir)  # fmt: skip
+        if (run_dir / "checkpoints" / "last.ckpt").exists():
+            log.warning("interrupted at step %d; resume from the last checkpoint with hydra.run.dir=%s ckpt_path=last",
+                        step, run_dir)  # fmt: skip
+        else:
+            log.warning("interrupted at step %d before any checkpoint: run the same command again to start over", step)
         raise SystemExit(130) from None
     except Exception as error:
         write_status(run_dir, "failed", error=f"{type(error).__name__}: {error}", step=run.trainer.global_step)

@@ -227,7 +227,7 @@ def worker_trl(args: argparse.Namespace) -> dict[str, Any]:
             loss_type="simpo", cpo_alpha=0.0, beta=args.beta, simpo_gamma=args.gamma_beta_ratio * args.beta,
             max_length=args.seq, use_cpu=args.device == "cpu", bf16=False, fp16=False, seed=args.seed,
             data_seed=args.seed, logging_steps=1, save_strategy="no", report_to="none", dataloader_num_workers=0,
-            disable_tqdm=True,
+            disable_tqdm=True, gradient_checkpointing=False,  # TRL's default is on; ours runs without it
         )  # fmt: skip
         trainer = CountingCPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                                      callbacks=[StepTimer()])  # fmt: skip

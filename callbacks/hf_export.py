@@ -23,7 +23,7 @@ class HFExport(L.Callback):
     export works for models larger than one process's share of memory. The files are written to
     ``<dirpath>.tmp`` on rank 0 and renamed into place, so ``dirpath`` is either complete or absent. The
     result loads with ``AutoModelForCausalLM.from_pretrained``. Weights holding NaN/inf are never exported
-    (``NonFiniteError``).
+    (``NonFiniteError``), and a run none of whose steps was applied exports nothing.
 
     Args:
         dirpath: target directory (``<run dir>/hf`` in the default configuration).
@@ -34,7 +34,15 @@ class HFExport(L.Callback):
         self.dirpath = Path(dirpath)
         self.max_shard_size = max_shard_size
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start_step = trainer.global_step
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        guard = getattr(pl_module, "nonfinite", None)
+        taken = trainer.global_step - getattr(self, "_start_step", 0)
+        if guard is not None and taken <= guard.skipped_here:
+            log.warning("not exporting %s: no optimizer step of this run was applied", self.dirpath)
+            return
         bad = nonfinite_tensors(pl_module.policy.named_parameters())
         if trainer.strategy.reduce_boolean_decision(bool(bad), all=False):
             raise NonFiniteError(

@@ -102,8 +102,9 @@ class PreferenceCollator:
 
     Returns (from ``__call__``), with R rows of T tokens, P pairs and M scored tokens:
         ``input_ids``, ``position_ids``, ``attention_mask`` (1 on real tokens) (R, T) long; ``target_index``,
-        ``target_ids``, ``target_sequence`` (M,) long; ``num_pairs`` int; ``num_tokens`` int (the pairs' chosen + rejected sequence
-        lengths, the same whatever the layout: the tokens a layout stands for); and, except for ``padded``,
+        ``target_ids``, ``target_sequence`` (M,) long; ``num_pairs`` int; ``num_tokens`` int (the pairs' chosen +
+        rejected sequence lengths, the same whatever the layout: the tokens a layout stands for); and, except for
+        ``padded``,
         ``segment_ids`` and ``branch_ids`` (R, T) long.
 
     Raises:

@@ -165,6 +165,7 @@ class PreferenceDataModule(L.LightningDataModule):
             pack_length=pack_length or self.truncation.max_length,
         )
         self.splits: dict[str, datasets.Dataset] = {}
+        self._unpublished = False  # splits loaded since the report was last written
         self.report: dict[str, Any] = {"splits": {}}
         self._prepared: dict[str, tuple[datasets.Dataset, dict[str, Any]] | None] = {}
         self._loaded: dict[str, SplitRows] = {}
@@ -326,6 +327,14 @@ class PreferenceDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Load (from ``prepare_data`` or the cache) or build the splits of ``stage``; write the report."""
+        self.load(stage)
+        if self._unpublished:
+            self._publish_report()
+            self._unpublished = False
+
+    def load(self, stage: str | None = None) -> None:
+        """Load or build the splits of ``stage`` and check them (every data error is raised here), writing nothing:
+        ``train.py`` calls it before it writes into the run directory; ``setup`` then only publishes the report."""
         roles = ["val"] if stage == "validate" else ["train", "val"]
         built = []
         for role in roles:
@@ -341,8 +350,7 @@ class PreferenceDataModule(L.LightningDataModule):
             built.append(role)
         self._loaded.clear()
         self._log_validation(built)
-        if built:
-            self._publish_report()
+        self._unpublished = self._unpublished or bool(built)
 
     def _log_validation(self, built: list[str]) -> None:
         """Say where validation comes from (once, with the split that decides it) when it is not a test split."""

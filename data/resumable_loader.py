@@ -90,8 +90,14 @@ class ResumableDataLoader(DataLoader):
         self._batches_done = 0
 
     def state_dict(self) -> dict[str, int]:
-        """The epoch in progress and the batches of it already handed out."""
-        return {"epoch": self._epoch, "batches_done": self._batches_done, "seed": self.epoch_sampler.seed}
+        """The epoch in progress, the batches of it already handed out, and the pairs per global batch (which give
+        those batches their meaning)."""
+        return {
+            "epoch": self._epoch,
+            "batches_done": self._batches_done,
+            "seed": self.epoch_sampler.seed,
+            "global_batch_rows": self.batch_size * _rank_and_world()[1],
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue at batch ``batches_done`` of epoch ``epoch``."""

@@ -21,6 +21,7 @@ class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the key."""
 
 
+PRECISIONS = {"32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true", "64"}
 # key -> (predicate, what the key must be)
 Rule = tuple[Callable[[Any], bool], str]
 RULES: dict[str, Rule] = {
@@ -45,7 +46,15 @@ RULES: dict[str, Rule] = {
     "model.chunk_size": (lambda v: v is None or (is_integer(v) and v >= 1), "null or a positive integer"),
     "model.dtype": (lambda v: v in DTYPES, f"one of {sorted(DTYPES)}"),
     "max_nonfinite_steps": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
+    "overwrite": (lambda v: isinstance(v, bool), "true or false"),
+    "validate_before_training": (lambda v: isinstance(v, bool), "true or false"),
+    "trainer.val_check_interval": (lambda v: is_number(v) and v > 0, "a fraction in (0, 1] or a positive batch count"),
+    "trainer.precision": (lambda v: str(v) in PRECISIONS, f"one of {sorted(PRECISIONS)}"),
 }
+# The keys train.py reads from the model group: any other key there (a typo under +model.) would do nothing.
+MODEL_KEYS = {"name_or_path", "tokenizer", "dtype", "attn_implementation", "architecture", "compile", "chunk_size",
+              "gradient_checkpointing"}  # fmt: skip
+ATTENTION = {"auto", "sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3"}
 
 def check_train_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first value of ``RULES`` that is missing its type or range.
@@ -60,7 +69,8 @@ def check_train_config(cfg: DictConfig) -> None:
         if OmegaConf.is_config(value):
             value = OmegaConf.to_container(value, resolve=True)
         if not valid(value):
-            extra = " (0 steps trains nothing: a run must take at least one optimizer step)" if value == 0 else ""
+            trains_nothing = key == "trainer.max_steps" and value == 0
+            extra = " (0 steps trains nothing: a run must take at least one optimizer step)" if trains_nothing else ""
             raise ConfigError(f"{key} must be {expected}, not {value!r}{extra}")
     limit = OmegaConf.select(cfg, "trainer.limit_train_batches", default=None)
     if limit is not None and (not is_number(limit) or limit <= 0):
@@ -72,6 +82,13 @@ def check_train_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"optimized_metric_direction must be maximize or minimize, not {cfg.get('optimized_metric_direction')!r}"
         )
+    unknown = sorted(set(cfg.model) - MODEL_KEYS)
+    if unknown:
+        raise ConfigError(f"model.{unknown[0]} is not a setting of the model group (it would do nothing): "
+                          f"the settings are {sorted(MODEL_KEYS)}")  # fmt: skip
+    attention = cfg.model.get("attn_implementation")
+    if attention not in ATTENTION:
+        raise ConfigError(f"model.attn_implementation must be one of {sorted(ATTENTION)}, not {attention!r}")
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path is not None and not isinstance(ckpt_path, str):
         raise ConfigError(f"ckpt_path must be a path, last, auto or null, not {ckpt_path!r}")

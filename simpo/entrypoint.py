@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import OmegaConf
 
 from simpo.loss import SimPOLoss
@@ -54,19 +55,26 @@ def silence_library_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
-def build(cfg: Any, **kwargs: Any) -> Any:
+def build(cfg: Any, key: str = "", **kwargs: Any) -> Any:
     """``hydra.utils.instantiate``, re-raising the constructor's own error (whose message names the key) instead
-    of Hydra's wrapper around it."""
+    of Hydra's wrapper around it; an unknown or mistyped argument (``TypeError``, e.g. ``+trainer.foo=1``) becomes a
+    ``ValueError`` that names the config section ``key``."""
     try:
         return instantiate(cfg, **kwargs)
     except InstantiationException as error:
-        if error.__cause__ is not None:
-            raise error.__cause__ from None
+        cause = error.__cause__
+        if isinstance(cause, TypeError):
+            section = key or "a config section"
+            raise ValueError(f"{section}: {cause} (check the keys given with +{section}.<name>)") from None
+        if cause is not None:
+            raise cause from None
         raise
 
 
 # Errors whose message says what to change: an entry point prints them as one line, without a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError, RunFailedError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, FileNotFoundError, NotADirectoryError, RunFailedError, MisconfigurationException
+)  # fmt: skip
 
 
 @contextmanager

@@ -32,7 +32,8 @@ class NonFiniteGuard:
     def __init__(self, max_skipped_steps: int = 0) -> None:
         self.max_skipped_steps = max_skipped_steps
         self.consecutive = 0
-        self.skipped = 0
+        self.skipped = 0  # in the whole run (restored from checkpoints)
+        self.skipped_here = 0  # by this process since it started (not restored)
 
     def good_step(self) -> None:
         """Record a finite step (resets the run of bad ones)."""
@@ -46,6 +47,7 @@ class NonFiniteGuard:
         """
         self.consecutive += 1
         self.skipped += 1
+        self.skipped_here += 1
         bad = ", ".join(f"{name}={value}" for name, value in values.items() if not math.isfinite(value))
         shown = ", ".join(f"{name}={value:.4g}" for name, value in values.items())
         if self.consecutive > self.max_skipped_steps:

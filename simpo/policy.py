@@ -16,6 +16,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from simpo.finite import describe_nonfinite, nonfinite_tensors
+
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -91,19 +93,28 @@ def check_tokenizer_matches(
         )
 
 
-def resolve_attn_implementation(requested: str, dtype: torch.dtype) -> str:
-    """The attention kernel to use: ``auto`` picks flash_attention_2 when it can run, else sdpa.
+# Architectures that transformers runs without SDPA (Gemma 2: its attention-logit soft cap).
+NO_SDPA_MODEL_TYPES = frozenset({"gemma2"})
 
-    flash_attention_2 needs the ``flash_attn`` package, a CUDA device and a 16-bit dtype.
+
+def resolve_attn_implementation(
+    requested: str, dtype: torch.dtype, model_type: str | None = None, layout: str = "padded"
+) -> str:
+    """The attention kernel to use; ``auto`` picks by device, batch layout and architecture:
+
+    - padded batches: flash_attention_2 when it can run (the ``flash_attn`` package, CUDA, 16-bit weights);
+    - packed / shared-prompt batches on CUDA: flex_attention (block-sparse masks, torch's own kernel);
+    - otherwise sdpa, or eager for architectures without SDPA support (Gemma 2).
     """
     if requested != "auto":
         return requested
-    flash_ok = (
-        importlib.util.find_spec("flash_attn") is not None
-        and torch.cuda.is_available()
-        and dtype in (torch.bfloat16, torch.float16)
-    )
-    return "flash_attention_2" if flash_ok else "sdpa"
+    cuda = torch.cuda.is_available()
+    if layout == "padded":
+        if importlib.util.find_spec("flash_attn") is not None and cuda and dtype in (torch.bfloat16, torch.float16):
+            return "flash_attention_2"
+    elif cuda:
+        return "flex_attention"
+    return "eager" if model_type in NO_SDPA_MODEL_TYPES else "sdpa"
 
 
 def zero_dropout_fields(config: PretrainedConfig) -> None:
@@ -135,6 +146,7 @@ def build_policy(
     gradient_checkpointing: bool = False,
     compile_layers: bool = False,
     empty_init: bool = False,
+    layout: str = "padded",
 ) -> PreTrainedModel:
     """Load ``name_or_path`` (hub id or local dir), or build ``architecture`` with random weights.
 
@@ -148,11 +160,11 @@ def build_policy(
         attn_implementation: ``auto`` | ``sdpa`` | ``eager`` | ``flash_attention_2`` | ...
         gradient_checkpointing: recompute each decoder layer's activations in the backward pass.
         compile_layers: ``torch.compile`` each decoder layer (the classes of ``_no_split_modules``).
+        layout: the batch layout (``data.layout``), which ``attn_implementation=auto`` takes into account.
         empty_init: create the parameters on the meta device (no memory, buffers real) for FSDP to shard
             and fill later (``simpo.fsdp.materialize``); the weights are then neither loaded nor initialised.
     """
     torch_dtype = resolve_dtype(dtype)
-    attn = resolve_attn_implementation(attn_implementation, torch_dtype)
     if name_or_path is not None:
         config = AutoConfig.from_pretrained(name_or_path)
     elif architecture:
@@ -166,6 +178,7 @@ def build_policy(
     else:
         raise ValueError("set model.name_or_path (hub id or local dir) or model.architecture (random init)")
     zero_dropout_fields(config)
+    attn = resolve_attn_implementation(attn_implementation, torch_dtype, config.model_type, layout)
     if empty_init:
         from simpo.fsdp import parameters_on_meta
 
@@ -175,6 +188,12 @@ def build_policy(
         model = AutoModelForCausalLM.from_pretrained(
             name_or_path, config=config, dtype=torch_dtype, attn_implementation=attn
         )
+        bad = nonfinite_tensors(model.named_parameters())
+        if bad:
+            raise ValueError(
+                f"model.name_or_path={name_or_path}: the weights hold NaN or Inf in {describe_nonfinite(bad)} (a "
+                "diverged run or a corrupt file): start from other weights"
+            )
     else:
         model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation=attn)
     check_tokenizer_matches(model.config, tokenizer, model.get_input_embeddings().num_embeddings)

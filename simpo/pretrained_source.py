@@ -37,3 +37,20 @@ def check_pretrained_source(name_or_path: str, key: str, *, bundled: tuple[str, 
             f"{key}={text}: no such directory{hint}, and it is not a hub id of the form 'org/name'"
         )
     return text
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "tekken.json")
+
+
+def check_tokenizer_files(name_or_path: str, key: str) -> None:
+    """A local directory given as a tokenizer source must hold tokenizer files.
+
+    Raises:
+        FileNotFoundError: names ``key`` and says to set ``model.tokenizer`` (a bundled name or another directory).
+    """
+    path = Path(str(name_or_path)).expanduser()
+    if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"{key}={name_or_path} holds no tokenizer files ({', '.join(TOKENIZER_FILES)}): set model.tokenizer to the "
+            "model's tokenizer (a directory, a hub id, or a bundled name: llama3, mistral-v1, mistral-v3)"
+        )

@@ -39,6 +39,7 @@ class CheckpointInfo:
         epochs_completed: epochs the fit loop counts as finished.
         epoch_exhausted: the last epoch ran out of batches (``False`` when it stopped early, e.g. at ``max_steps``).
         config: the run's resolved training config (``None`` for checkpoints of other programs).
+        loader: the training loader's saved position (``epoch``, ``batches_done``, ``seed``, ``global_batch_rows``).
     """
 
     path: Path
@@ -46,13 +47,16 @@ class CheckpointInfo:
     epochs_completed: int
     epoch_exhausted: bool
     config: dict[str, Any] | None = field(default=None, repr=False)
+    loader: dict[str, int] = field(default_factory=dict)
 
 
 def _siblings(path: Path) -> list[str]:
-    directory = path.parent
+    """Other checkpoints beside ``path`` (inside it, when it is a checkpoint directory)."""
+    directory = path if path.is_dir() and not (path / "meta.pt").is_file() else path.parent
     if not directory.is_dir():
         return []
-    return sorted(str(p) for p in directory.iterdir() if p != path and (p.suffix == ".ckpt" or p.is_dir()))
+    found = [p for p in directory.iterdir() if p != path and (p.suffix == ".ckpt" or (p / "meta.pt").is_file())]
+    return sorted(str(p) for p in found)
 
 
 def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> CheckpointInfo:
@@ -79,7 +83,8 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> CheckpointInfo:
     completed = int(fit_loop.get("epoch_progress", {}).get("current", {}).get("completed", 0))
     exhausted = bool(fit_loop.get("epoch_loop.batch_progress", {}).get("is_last_batch", True))
     config = (meta.get("hyper_parameters") or {}).get("config")
-    return CheckpointInfo(path, step, completed, exhausted, config)
+    loader = (meta.get("PreferenceDataModule") or {}).get("train_loader") or {}
+    return CheckpointInfo(path, step, completed, exhausted, config, dict(loader))
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -127,6 +132,39 @@ def check_progress_left(info: CheckpointInfo, max_steps: int, max_epochs: int | 
             f"nothing left to train: the checkpoint {info.path} finished {epochs_done} epoch(s) "
             f"(step {info.global_step}) and trainer.max_epochs={max_epochs}; raise trainer.max_epochs to train further"
         )
+
+
+def check_same_data_order(info: CheckpointInfo, cfg: Any, global_batch_rows: int) -> None:
+    """Refuse a resume whose data order would not continue the checkpoint's.
+
+    The resumed epoch is the same permutation of the rows only with the same seed, and its saved position (batches
+    handed out) means the same rows only with the same pairs per global batch (``data.batch_size`` x processes).
+
+    Raises:
+        CheckpointError: naming ``seed`` / ``data.seed`` or ``data.batch_size``.
+    """
+    if info.config is not None:
+        for key in ("seed", "data.seed"):
+            before = flatten(info.config).get(key)
+            after = flatten(dict(cfg) if isinstance(cfg, dict) else _container(cfg)).get(key)
+            if before is not None and before != after:
+                raise CheckpointError(
+                    f"{key}={after} differs from the checkpoint's {key}={before}: the resumed epoch's data order "
+                    f"depends on it; resume with {key}={before}"
+                )
+    saved_rows = info.loader.get("global_batch_rows")
+    if info.loader.get("batches_done", 0) > 0 and saved_rows is not None and saved_rows != global_batch_rows:
+        raise CheckpointError(
+            f"the checkpoint stopped {info.loader['batches_done']} batches into an epoch with {saved_rows} pairs per "
+            f"global batch (data.batch_size x processes), this run has {global_batch_rows}: its saved position would "
+            "skip or repeat pairs. Resume with the same data.batch_size x trainer.devices (the accumulation may change)"
+        )
+
+
+def _container(cfg: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
 def continue_stopped_epoch(checkpoint: dict[str, Any]) -> bool:

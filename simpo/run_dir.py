@@ -71,28 +71,49 @@ def plan_run_dir(run_dir: Path, ckpt_path: str | None, overwrite: bool = False, 
         is_writer: this process writes the run directory (global rank 0). The others neither check its contents
             (rank 0 may already have written into it) nor clear anything.
 
+    A directory whose only run never saved a checkpoint and did not complete (status failed, interrupted or running)
+    is started again (its files are cleared); ``ckpt_path=auto`` behaves the same way.
+
     Raises:
-        RunDirError: a fresh start in a directory that holds an earlier run, without ``overwrite=true``.
+        RunDirError: a fresh start in a directory that holds an earlier run, without ``overwrite=true``; a
+            checkpoint of another run continued in a directory that holds a run.
         FileNotFoundError: ``ckpt_path`` names a checkpoint that does not exist.
     """
     resolved = _resolve_checkpoint(ckpt_path, run_dir)
+    found = earlier_contents(run_dir) if is_writer else []
     if resolved is not None:
         if overwrite:
             raise RunDirError(f"overwrite=true and ckpt_path={ckpt_path} contradict each other: set only one of them")
+        own = Path(resolved).resolve().is_relative_to((run_dir / "checkpoints").resolve())
+        if found and not own:
+            raise RunDirError(
+                f"ckpt_path={ckpt_path} belongs to another run, and the run directory {run_dir} already holds a run "
+                f"({_shown(found)}): continuing there would overwrite it. Pick a new directory (hydra.run.dir=..., or "
+                "hydra.sweep.dir in a sweep)"
+            )
         return RunPlan(run_dir, resolved)
-    found = earlier_contents(run_dir) if is_writer else []
     if not found:
         return RunPlan(run_dir, None)
     if overwrite:
         return RunPlan(run_dir, None, tuple(found))
     status = (read_status(run_dir) or {}).get("status")
-    if ckpt_path == "auto" and status != "completed":
-        return RunPlan(run_dir, None, tuple(found))  # a requeued job whose first attempt saved no checkpoint
-    shown = ", ".join(found[:6]) + (", ..." if len(found) > 6 else "")
+    if status in ("failed", "interrupted", "running") and not _has_checkpoints(run_dir):
+        # an earlier attempt that saved nothing to resume (e.g. stopped before its first checkpoint): start again
+        return RunPlan(run_dir, None, tuple(found))
     raise RunDirError(
-        f"the run directory {run_dir} already holds a run ({shown}; status: {status or 'unknown'}): resume it with "
-        "ckpt_path=last, pick a new directory (hydra.run.dir=...), or replace it with overwrite=true"
+        f"the run directory {run_dir} already holds a run ({_shown(found)}; status: {status or 'unknown'}): resume it "
+        "with ckpt_path=last, pick a new directory (hydra.run.dir=..., or hydra.sweep.dir in a sweep), or replace it "
+        "with overwrite=true"
     )
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+
+
+def _has_checkpoints(run_dir: Path) -> bool:
+    directory = run_dir / "checkpoints"
+    return directory.is_dir() and any(directory.iterdir())
 
 
 def apply(plan: RunPlan) -> None:

@@ -8,6 +8,7 @@ nothing), ``interrupted`` (SIGINT/SIGTERM/SIGUSR1: a checkpoint was saved where 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -64,7 +65,8 @@ def write_status(
     previous = read_status(run_dir) or {}
     attempts: list[dict[str, Any]] = list(previous.get("attempts", []))
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
-    attempt = {"status": status, "overrides": _overrides(), "metrics": metrics or {}, "error": error, **details}
+    finite = {k: v if math.isfinite(v) else str(v) for k, v in (metrics or {}).items()}  # JSON has no NaN/inf
+    attempt = {"status": status, "overrides": _overrides(), "metrics": finite, "error": error, **details}
     if status == "running" or not attempts or attempts[-1].get("status") != "running":
         attempts.append({"started": now, **attempt})
     else:  # this attempt's end

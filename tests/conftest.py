@@ -37,3 +37,13 @@ def compose_train(run_dir: Path, overrides: list[str] = ()) -> DictConfig:
     """The real ``conf/train.yaml``, composed with ``run_dir`` and ``overrides`` (no Hydra run needed)."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=[f"run_dir={run_dir}", *overrides])
+
+
+def padded_batch(input_ids, attention_mask, labels) -> dict:
+    """A padded-layout batch (as ``PreferenceCollator`` makes) from (2P, T) ids, mask and -100-masked labels."""
+    from simpo.logprobs import labelled_positions
+
+    rows, positions, targets = labelled_positions(labels)
+    index = rows * labels.shape[1] + positions
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "target_index": index, "target_ids": targets,
+            "target_sequence": rows, "num_pairs": labels.shape[0] // 2}  # fmt: skip

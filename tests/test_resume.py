@@ -81,7 +81,7 @@ def test_loader_resumes_mid_epoch_in_the_same_order():
     iterator = iter(loader)
     seen = [next(iterator).tolist(), next(iterator).tolist()]  # epoch 1, two batches
     state = loader.state_dict()
-    assert state == {"epoch": 1, "batches_done": 2, "seed": 7}
+    assert state == {"epoch": 1, "batches_done": 2, "seed": 7, "global_batch_rows": 3}
     rest = [b.tolist() for b in iterator]
     resumed = ResumableDataLoader(data, batch_size=3, seed=7)
     resumed.load_state_dict(state)

@@ -296,3 +296,77 @@ def test_a_warmup_that_leaves_no_training_is_an_error(tmp_path):
     overrides = [*TINY_OVERRIDES, "trainer.max_steps=1", "validate_before_training=false", "data.test_split=null"]
     with pytest.raises(ValueError, match=r"optimizer\.warmup_ratio=0\.1 of a single optimizer step"):
         train(compose_train(tmp_path, overrides))
+
+
+# ---- found by hostile testing ----
+
+
+MORE_BAD = [
+    ("overwrite=no", r"overwrite must be true or false, not 'no'"),
+    ("+model.foo=1", r"model\.foo is not a setting of the model group"),
+    ("+trainer.foo=1", r"trainer: .*foo.*\+trainer\.<name>"),
+    ("trainer.val_check_interval=0", r"trainer\.val_check_interval must be"),
+    ("trainer.precision=foo", r"trainer\.precision must be one of"),
+]
+
+
+@pytest.mark.parametrize(("override", "match"), MORE_BAD)
+def test_more_bad_settings_are_named(tmp_path, override, match):
+    with pytest.raises(ValueError, match=match):
+        prepare(compose_train(tmp_path / "run", [*SHORT, override]))
+    assert not (tmp_path / "run").exists()
+
+
+def test_auto_never_clears_a_directory_that_holds_no_run(tmp_path):
+    (tmp_path / "thesis.tex").write_text("not a run")
+    with pytest.raises(RunDirError, match=r"already holds a run"):
+        prepare(compose_train(tmp_path, [*SHORT, "ckpt_path=auto"]))
+    assert (tmp_path / "thesis.tex").read_text() == "not a run"
+
+
+def test_another_runs_checkpoint_cannot_continue_into_a_used_directory(two_step_run, tmp_path):
+    other = copy_run(two_step_run, tmp_path / "other")
+    before = snapshot(other)
+    ckpt = two_step_run / "checkpoints" / "last.ckpt"
+    with pytest.raises(RunDirError, match=r"belongs to another run.*would overwrite it"):
+        run_and_record(compose_train(other, [*SHORT, f"ckpt_path={ckpt}", "trainer.max_steps=3"]))
+    assert snapshot(other) == before
+
+
+def test_a_run_whose_every_step_was_skipped_is_not_completed(tmp_path):
+    overrides = [*SHORT, "loss.beta=1e30", "max_nonfinite_steps=10", "validate_before_training=false"]
+    with pytest.raises(NoTrainingError, match=r"all 2 optimizer steps of this run were skipped as non-finite"):
+        run_and_record(compose_train(tmp_path, overrides))
+    record = status(tmp_path)
+    assert record["status"] == "failed" and not (tmp_path / "hf").exists()
+
+
+def test_bad_data_or_another_seed_on_resume_changes_nothing(two_step_run, tmp_path):
+    run_dir = copy_run(two_step_run, tmp_path / "run")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    before = snapshot(run_dir)
+    with pytest.raises(ValueError, match=r"holds no rows"):
+        run_and_record(compose_train(run_dir, [*SHORT, "trainer.max_steps=4", "ckpt_path=last",
+                                               f"data.dataset={empty}"]))  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"seed=1 differs from the checkpoint's seed=42"):
+        run_and_record(compose_train(run_dir, [*SHORT, "trainer.max_steps=4", "ckpt_path=last", "seed=1"]))
+    with pytest.raises(CheckpointError, match=r"4 pairs per global batch .* this run has 8"):
+        run_and_record(compose_train(run_dir, [*SHORT, "trainer.max_steps=4", "ckpt_path=last", "data.batch_size=8"]))
+    assert snapshot(run_dir) == before
+
+
+def test_nan_pretrained_weights_are_named(tmp_path, mistral_vocab_model):
+    poisoned = copy_run(mistral_vocab_model, tmp_path / "model")
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(poisoned / "model.safetensors")
+    next(iter(weights.values())).view(-1)[0] = float("nan")
+    save_file(weights, poisoned / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"model\.name_or_path=.*the weights hold NaN or Inf"):
+        prepare(compose_train(tmp_path / "run", [f"model.name_or_path={poisoned}"]))
+    (tmp_path / "no_tokenizer").mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(mistral_vocab_model / name, tmp_path / "no_tokenizer" / name)
+    with pytest.raises(FileNotFoundError, match=r"model\.name_or_path=.*holds no tokenizer files"):
+        prepare(compose_train(tmp_path / "run", [f"model.name_or_path={tmp_path / 'no_tokenizer'}"]))

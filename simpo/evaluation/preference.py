@@ -29,7 +29,7 @@ def pair_rewards(
     seen = 0
     for batch in tqdm(batches, desc="preference", unit="batch"):
         device = next(module.parameters()).device  # the policy's, wherever it was moved
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         chosen, rejected = module(batch)
         values = {
             "logps_chosen": chosen.logp_mean,

@@ -1,4 +1,4 @@
-"""Batching: chosen rows then rejected rows, right padding, -100 labels, no empty responses."""
+"""Batching: chosen rows then rejected rows, right padding, the scored tokens, no empty responses."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ PAIRS = [
 def test_stacks_chosen_then_rejected_and_pads_right():
     batch = PreferenceCollator(pad_token_id=0)(PAIRS)
     assert batch["input_ids"].tolist() == [[1, 2, 3, 0, 0], [1, 5, 6, 7, 8], [1, 4, 0, 0, 0], [1, 9, 0, 0, 0]]
-    assert batch["labels"].tolist() == [
-        [-100, 2, 3, -100, -100],
-        [-100, -100, 6, 7, 8],
-        [-100, 4, -100, -100, -100],
-        [-100, 9, -100, -100, -100],
-    ]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 0, 0, 0]]
-    assert all(t.dtype == torch.long for t in batch.values())
+    # scored tokens: position t of the flattened (4 x 5) batch predicts token t + 1 of its row
+    assert batch["target_index"].tolist() == [0, 1, 6, 7, 8, 10, 15]
+    assert batch["target_ids"].tolist() == [2, 3, 6, 7, 8, 4, 9]
+    assert batch["target_sequence"].tolist() == [0, 0, 1, 1, 1, 2, 3]  # chosen 0, chosen 1, rejected 0, rejected 1
+    assert batch["num_pairs"] == 2 and batch["num_tokens"] == 3 + 2 + 5 + 2
+    assert all(t.dtype == torch.long for t in batch.values() if isinstance(t, torch.Tensor))
+    assert "segment_ids" not in batch  # padded rows need no layout mask
 
 
 def test_pad_to_multiple_of():

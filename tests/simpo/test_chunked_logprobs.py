@@ -19,6 +19,7 @@ from simpo.logprobs import IGNORE_INDEX, SequenceLogps, sequence_logps
 from simpo.loss import SimPOLoss
 from simpo.module import SimPOModule
 from simpo.policy import disable_dropout
+from tests.conftest import padded_batch
 
 RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 VOCAB = 53
@@ -138,7 +139,7 @@ def test_whole_model_loss_and_gradients_equal_full_logits(build, dtype):
     policy = build(dtype)
     disable_dropout(policy)
     ids, labels, mask = make_labels(6, 12, VOCAB, seed=4)  # 3 pairs
-    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    batch = padded_batch(ids, mask, labels)
     ref_loss, ref_stats, ref_grads = module_loss_and_grads(policy, None, batch)
     assert len(ref_grads) == len(list(policy.parameters()))
     m = int((labels[:, 1:] != IGNORE_INDEX).sum())
@@ -157,7 +158,7 @@ def test_gemma2_soft_cap_matters_at_this_scale():
     torch.manual_seed(0)
     policy = tiny_gemma2(torch.float64)
     ids, labels, mask = make_labels(6, 12, VOCAB, seed=4)
-    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    batch = padded_batch(ids, mask, labels)
     capped, _, _ = module_loss_and_grads(policy, 4, batch)
     policy.config.final_logit_softcapping = None
     uncapped, _, _ = module_loss_and_grads(policy, 4, batch)

@@ -11,6 +11,7 @@ from simpo.logprobs import sequence_logps
 from simpo.loss import SimPOLoss
 from simpo.module import LABELLED_ONLY_MODEL_TYPES, SimPOModule
 from simpo.policy import build_policy, disable_dropout, resolve_attn_implementation
+from tests.conftest import padded_batch
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "max_position_embeddings": 128}  # fmt: skip
@@ -53,6 +54,8 @@ def test_built_policy_has_no_dropout(llama3_tokenizer):
 def test_attention_auto_picks_sdpa_without_flash_attn_on_cuda():
     assert resolve_attn_implementation("auto", torch.float32) == "sdpa"  # no CUDA, fp32 here
     assert resolve_attn_implementation("eager", torch.bfloat16) == "eager"
+    assert resolve_attn_implementation("auto", torch.float32, "gemma2") == "eager"  # transformers: no SDPA for it
+    assert resolve_attn_implementation("auto", torch.float32, "llama", "packed") == "sdpa"  # flex_attention on CUDA
 
 
 def test_errors_name_the_setting(llama3_tokenizer):
@@ -77,7 +80,7 @@ def test_module_forward_equals_full_logits_path(llama3_tokenizer, arch):
     labels[1, 9:] = -100  # padding
     attention_mask = (labels != -100).long()
     attention_mask[:, :5] = 1
-    batch = {"input_ids": ids, "attention_mask": attention_mask, "labels": labels}
+    batch = padded_batch(ids, attention_mask, labels)
     chosen, rejected = module(batch)
     full = sequence_logps(policy(input_ids=ids, attention_mask=attention_mask).logits, labels)
     assert torch.allclose(torch.cat([chosen.logp_sum, rejected.logp_sum]), full.logp_sum, rtol=1e-10)
