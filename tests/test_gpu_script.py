@@ -53,6 +53,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return run_script(tmp_path_factory.mktemp("gpu_quick"), "--quick")
 
 
+@pytest.mark.slow  # the CPU rehearsal takes about a minute
 def test_rehearsal_writes_the_report_files(quick):
     out, report = quick
     assert sorted(p.name for p in out.iterdir()) == sorted(OUT_FILES)  # at most a few files, no folders
@@ -62,6 +63,7 @@ def test_rehearsal_writes_the_report_files(quick):
     assert report["elapsed_s"] < report["budget_s"]
 
 
+@pytest.mark.slow  # the CPU rehearsal takes about a minute
 def test_environment_check_reports_versions_and_imports(quick):
     env = quick[1]["checks"]["env"]
     assert env["status"] == "pass", env
@@ -73,6 +75,7 @@ def test_environment_check_reports_versions_and_imports(quick):
     assert env["results"]["device"]["cuda"] is False
 
 
+@pytest.mark.slow  # the CPU rehearsal takes about a minute
 def test_cuda_checks_skip_without_cuda_after_a_clean_rehearsal(quick):
     out, report = quick
     markdown = (out / "report.md").read_text()
@@ -86,6 +89,7 @@ def test_cuda_checks_skip_without_cuda_after_a_clean_rehearsal(quick):
         assert f"| {name} | skipped: no CUDA |" in markdown
 
 
+@pytest.mark.slow  # the CPU rehearsal takes about a minute
 def test_exactness_rehearsal_compares_against_float64(quick):
     results = quick[1]["checks"]["exactness"]["results"]
     assert results["reference"]["precision"] == "64-true"
@@ -94,6 +98,7 @@ def test_exactness_rehearsal_compares_against_float64(quick):
     assert results["fp32 chunked vs full"]["loss_error"] <= 1e-5
 
 
+@pytest.mark.slow  # the CPU rehearsal takes about a minute
 def test_train_runs_are_composed_with_the_step_recorder(quick):
     checks = quick[1]["checks"]
     names = [r["name"] for r in checks["throughput"]["results"]["runs"]]

@@ -111,7 +111,7 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signum", [pytest.param("SIGINT", marks=pytest.mark.slow), "SIGTERM"])
 def test_a_signal_to_the_cli_checkpoints_records_interrupted_and_resumes(tmp_path, signum):
     """A real `python train.py` process stopped with Ctrl-C (SIGINT) or SIGTERM saves last.ckpt, records
     `interrupted` with the step, exits with 128 + the signal number, tells how to resume, and resumes."""

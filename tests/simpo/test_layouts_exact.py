@@ -120,6 +120,7 @@ def test_a_pair_whose_prompts_differ_cannot_share_one():
         PreferenceCollator(pad_token_id=0, layout="shared_prompt")([pair])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_flex_attention_block_masks_equal_the_dense_masks(pairs, llama3_tokenizer, arch):
     """The GPU kernel's BlockMask encodes the same rule (forward only: FlexAttention has no CPU backward)."""
