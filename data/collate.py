@@ -131,16 +131,6 @@ class PreferenceCollator:
 
     def __call__(self, pairs: list[dict[str, Any]]) -> dict[str, Any]:
         units = self._units(pairs)
-        scored = torch.zeros(2 * len(pairs), dtype=torch.long)
-        for unit in units:
-            for _, _, response in unit.targets:
-                scored[response] += 1
-        if bool((scored == 0).any()):
-            row = int((scored == 0).nonzero()[0])
-            raise ValueError(
-                f"batch response {row} has no response tokens: such a pair must be dropped before batching "
-                "(its length-normalised log-prob would be 0/0)"
-            )
         if self.layout in ("padded", "shared_prompt"):
             rows = [[unit] for unit in units]
         else:
@@ -165,6 +155,13 @@ class PreferenceCollator:
                 targets += [(r * width + start + offset, token, response) for offset, token, response in unit.targets]
                 start = end
         target = torch.tensor(targets, dtype=torch.long).reshape(-1, 3)
+        scored = torch.bincount(target[:, 2], minlength=2 * len(pairs))  # scored tokens per response
+        if bool((scored == 0).any()):
+            row = int((scored == 0).nonzero()[0])
+            raise ValueError(
+                f"batch response {row} has no response tokens: such a pair must be dropped before batching "
+                "(its length-normalised log-prob would be 0/0)"
+            )
         batch: dict[str, Any] = {
             "input_ids": input_ids,
             "position_ids": position_ids,
