@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import lightning as L
@@ -15,10 +13,10 @@ from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from simpo.attention_masks import layout_attention_mask
-from simpo.chunked_logprobs import chunked_target_logps
 from simpo.finite import describe_nonfinite, nonfinite_tensors
 from simpo.fsdp import materialize, shard_policy
 from simpo.global_batch import ends_accumulation_window
+from simpo.labelled_head import METHOD_NAME, attach_labelled_logps, supports_labelled_head
 from simpo.logprobs import SequenceLogps, target_sequence_logps
 from simpo.loss import SimPOLoss
 from simpo.metrics import reward_metrics
@@ -26,31 +24,6 @@ from simpo.nonfinite import NonFiniteError, NonFiniteGuard
 from simpo.optim import build_optimizer
 from simpo.resume import continue_stopped_epoch
 from simpo.rng import rng_states, set_rng_states
-
-# Causal LMs whose logits are exactly ``lm_head(model(...).last_hidden_state)`` (Gemma 2 adds a soft cap,
-# applied by ``chunked_target_logps``). For these only the labelled positions are projected onto the
-# vocabulary, ``chunk_size`` tokens at a time; any other architecture takes the plain full-logits path.
-LABELLED_ONLY_MODEL_TYPES = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"})
-
-
-def _labelled_logps(
-    policy: PreTrainedModel,
-    decoder_inputs: dict[str, Any],
-    targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    num_sequences: int,
-    chunk_size: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(N,) log-prob sums, token counts and logit sums from the decoder's final hidden states, projecting only the
-    scored positions onto the vocabulary, ``chunk_size`` tokens at a time (bound to the policy).
-
-    Args:
-        decoder_inputs: ``input_ids`` (R, T) and the layout's ``attention_mask`` / ``position_ids``.
-        targets: ``target_index``, ``target_ids``, ``target_sequence``, each (M,) (see ``data/collate.py``).
-    """
-    hidden = policy.get_decoder()(**decoder_inputs).last_hidden_state  # (R, T, H)
-    softcap = getattr(policy.config, "final_logit_softcapping", None)
-    stats = chunked_target_logps(hidden, *targets, num_sequences, policy.lm_head, chunk_size, softcap)
-    return stats.logp_sum, stats.token_count, stats.logit_sum
 
 
 class SimPOModule(L.LightningModule):
@@ -70,6 +43,8 @@ class SimPOModule(L.LightningModule):
             (called on global rank 0 only, then broadcast into the shards).
         max_nonfinite_steps: optimizer steps in a row whose loss or gradient norm is NaN/inf that are skipped
             (gradients dropped, counted in ``train/skipped_steps``) before the run stops with ``NonFiniteError``.
+        head_backward: how the labelled-only head forms its gradient (``model.head_backward``, see
+            ``simpo.labelled_head``).
     """
 
     def __init__(
@@ -87,6 +62,7 @@ class SimPOModule(L.LightningModule):
         fsdp: dict[str, Any] | None = None,
         full_weights: Callable[[], dict[str, torch.Tensor]] | None = None,
         max_nonfinite_steps: int = 0,
+        head_backward: str = "recompute",
     ) -> None:
         super().__init__()
         if chunk_size is not None and (type(chunk_size) is not int or chunk_size < 1):
@@ -104,9 +80,8 @@ class SimPOModule(L.LightningModule):
         self._loss_finite: dict[str, torch.Tensor] = {}  # per stage: every loss since the last check was finite
         self._window_loss: torch.Tensor | None = None
         self.last_validated_step: int | None = None  # global step of the latest validation pass
-        # A method of the policy itself, so that under FSDP the root unit's weights (embeddings, final norm,
-        # lm_head) are gathered around it like around forward (register_fsdp_forward_method).
-        policy.simpo_labelled_logps = types.MethodType(partial(_labelled_logps, chunk_size=chunk_size), policy)
+        if chunk_size is not None:
+            attach_labelled_logps(policy, chunk_size, head_backward)
 
     def configure_model(self) -> None:
         """Under ``ModelParallelStrategy``: shard the policy with FSDP2 and, if it was built on the meta
@@ -122,7 +97,8 @@ class SimPOModule(L.LightningModule):
             cpu_offload=options.get("cpu_offload", False),
             reshard_after_forward=options.get("reshard_after_forward", True),
         )
-        register_fsdp_forward_method(self.policy, "simpo_labelled_logps")
+        if hasattr(self.policy, METHOD_NAME):
+            register_fsdp_forward_method(self.policy, METHOD_NAME)
         if any(p.is_meta for p in self.policy.parameters()):
             if self.full_weights is None:
                 raise ValueError("the policy was built on the meta device but no full weights were given")
@@ -149,7 +125,7 @@ class SimPOModule(L.LightningModule):
             inputs["position_ids"] = batch["position_ids"]
         targets = (batch["target_index"], batch["target_ids"], batch["target_sequence"])
         n_pairs = int(batch["num_pairs"])
-        if self.chunk_size is not None and self.policy.config.model_type in LABELLED_ONLY_MODEL_TYPES:
+        if self.chunk_size is not None and supports_labelled_head(self.policy.config):
             stats = SequenceLogps(*self.policy.simpo_labelled_logps(inputs, targets, 2 * n_pairs))
         else:
             stats = target_sequence_logps(self.policy(**inputs).logits, *targets, 2 * n_pairs)
@@ -171,6 +147,8 @@ class SimPOModule(L.LightningModule):
             metrics["sft_loss"] = out.sft_loss.detach()
         if stage == "train":
             self._log_train_window(metrics, n_pairs, batch_idx)
+            if "loss_weight" in batch:  # token-budget batches: the step's loss is the mean over the step's pairs
+                return out.loss * batch["loss_weight"]
         else:
             self.log_dict({f"val/{name}": value for name, value in metrics.items()}, on_step=False, on_epoch=True,
                           batch_size=n_pairs, sync_dist=True)  # fmt: skip

@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+from simpo.labelled_head import LABELLED_ONLY_MODEL_TYPES
 from simpo.logprobs import sequence_logps
 from simpo.loss import SimPOLoss
-from simpo.module import LABELLED_ONLY_MODEL_TYPES, SimPOModule
+from simpo.module import SimPOModule
 from simpo.policy import build_policy, disable_dropout, resolve_attn_implementation
 from tests.conftest import padded_batch
 
