@@ -10,8 +10,8 @@ from simpo.objectives.terms import (
     check_loss_type,
     check_non_negative,
     check_positive,
-    chosen_nll,
     hinge_loss,
+    mean_plus_nll,
     sigmoid_loss,
 )
 
@@ -62,12 +62,7 @@ class SimPO(Objective):
         avg_w, avg_l = stats.chosen_logp_mean, stats.rejected_logp_mean  # (B,)
         logits = self.beta * (avg_w - avg_l - self.gamma_beta_ratio)
         losses = sigmoid_loss(logits, self.label_smoothing) if self.loss_type == "sigmoid" else hinge_loss(logits)
-        loss = losses.mean()
-        metrics = {}
-        if self.sft_weight > 0:
-            sft_loss = chosen_nll(stats)
-            loss = loss + self.sft_weight * sft_loss
-            metrics["sft_loss"] = sft_loss.detach()
+        loss, metrics = mean_plus_nll(losses, stats, self.sft_weight)
         return ObjectiveOutput(
             loss=loss,
             losses=losses,

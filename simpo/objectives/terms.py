@@ -20,6 +20,24 @@ def chosen_nll(stats: PairLogps) -> torch.Tensor:
     return -stats.chosen_logp_sum.sum() / stats.chosen_tokens.to(stats.chosen_logp_sum.dtype).sum()
 
 
+def mean_plus_nll(
+    losses: torch.Tensor, stats: PairLogps, sft_weight: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """() ``losses.mean() + sft_weight * chosen_nll(stats)`` and the metrics ``{"sft_loss": NLL}`` (detached);
+    with ``sft_weight`` 0 just the mean and no metric (the NLL is not computed).
+
+    Args:
+        losses: (B,) per-pair preference losses.
+        stats: the pairs' statistics (the chosen summed log-probs and token counts are read).
+        sft_weight: weight of the NLL term (>= 0).
+    """
+    loss = losses.mean()
+    if not sft_weight:
+        return loss, {}
+    sft_loss = chosen_nll(stats)
+    return loss + sft_weight * sft_loss, {"sft_loss": sft_loss.detach()}
+
+
 def sigmoid_loss(logits: torch.Tensor, label_smoothing: float) -> torch.Tensor:
     """(B,) ``-(1 - eps) * log sigmoid(logits) - eps * log sigmoid(-logits)`` (eps = 0: the plain logistic loss).
 
