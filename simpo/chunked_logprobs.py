@@ -2,17 +2,24 @@
 
 The vocabulary projection dominates SimPO's memory: full fp32 logits of a (2B, T) batch are (2B, T, V). Here
 only the M positions that carry a label are projected, at most ``chunk_size`` of them at a time, in a custom
-autograd function:
+autograd function. With ``z = softcap(hidden @ weight.T)`` and ``D = d logp / d raw logits = (onehot(target) -
+softmax(z)) * softcap'`` (M, V), the gradients are ``grad_hidden = (g * D) @ weight`` and ``grad_weight =
+(g * D).T @ hidden`` for the incoming per-token gradient g (M,). Two ways to form them (``head_backward``):
 
-- forward, without autograd: per chunk, the (C, V) logits give each token's log-sum-exp, target logit and
-  vocabulary-mean logit; only the (M,) log-sum-exps are kept for backward.
-- backward: per chunk, the logits are recomputed, turned into ``d logp / d logits = onehot - softmax`` times the
-  incoming per-token gradient (and Gemma 2's soft-cap derivative), and multiplied into the gradients of the
-  hidden states (C, H) and of the head weight (V, H, accumulated over chunks).
+- ``recompute`` (the low-memory default): forward keeps only the (M,) log-sum-exps; backward projects each chunk
+  again and forms both gradients. Four (C, H) x (H, V)-sized matmuls per chunk in all, and the largest
+  vocabulary-sized buffer is (chunk_size, V) whatever the batch and sequence length.
+- ``store``: forward forms ``D`` per chunk right after the logits and keeps ``D @ weight`` (M, H) and, when the
+  head weight takes a gradient, ``D`` itself (M, V, in the weight's dtype); backward is one matmul,
+  ``D.T @ (g * hidden)``. Three matmuls instead of four, at the cost of an (M, V) buffer held from forward to
+  backward. A frozen head (LoRA) stores only the (M, H) product: two matmuls instead of three and no (M, V)
+  buffer. ``g`` is known only in backward, which is why ``D`` must be kept: per-sequence (V, H) accumulators
+  (g is constant per sequence) would cost N x V x H, more than M x V whenever a sequence has fewer scored tokens
+  than the hidden size; fusing the loss into the head (known g) would tie the head to one objective.
 
-So the largest vocabulary-sized buffer is (chunk_size, V), whatever the batch and sequence length, and the
-gradients are exact (the same sums as autograd through the full logits, in a different order). The softmax is
-computed in float32 at least (float64 stays float64); gradients are cast back to the input dtype.
+Both are exact (the same sums as autograd through the full logits, in a different order). The softmax is
+computed in float32 at least (float64 stays float64); gradients are cast back to the input dtype. Without
+autograd (validation) both modes run the same forward and store nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import torch
 from torch import nn
 
 from simpo.logprobs import SequenceLogps, labelled_positions, per_sequence
+
+HEAD_BACKWARDS = ("recompute", "store")  # how the head's gradient is formed (model.head_backward)
 
 
 def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, softcap: float | None) -> torch.Tensor:
@@ -32,8 +41,55 @@ def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, softcap: float | N
     return logits
 
 
+def _logsumexp_(logits: torch.Tensor) -> torch.Tensor:
+    """(C,) log-sum-exp of the (C, V) ``logits``, computed in place: the buffer is destroyed, none is added."""
+    row_max = logits.amax(-1, keepdim=True)
+    return logits.sub_(row_max).exp_().sum(-1).log_().add_(row_max.squeeze(-1))
+
+
+def _logit_grad_(
+    logits: torch.Tensor, lse: torch.Tensor, targets: torch.Tensor, softcap: float | None, scale: torch.Tensor | None
+) -> torch.Tensor:
+    """``scale * d logp[target] / d raw logits`` (C, V), computed in the buffer of the soft-capped ``logits`` (C, V).
+
+    ``d logp / d capped logits = onehot(target) - softmax``; the soft cap's derivative is ``1 - (z_capped / cap)^2``
+    (a second (C, V) buffer). ``lse`` (C,) are the rows' log-sum-exps, ``scale`` (C,) the incoming gradient or
+    ``None`` for 1.
+    """
+    slope = torch.div(logits, softcap).square_().neg_().add_(1.0) if softcap else None
+    grad = logits.sub_(lse[:, None]).exp_()  # softmax
+    rows = torch.arange(grad.shape[0], device=grad.device)
+    if scale is None:
+        grad.neg_()
+        grad[rows, targets] += 1.0
+    else:
+        grad.mul_(-scale[:, None])
+        grad[rows, targets] += scale
+    if slope is not None:
+        grad.mul_(slope)
+    return grad
+
+
+def _forward_stats(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int, softcap: float | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token log-sum-exps, target logits and vocabulary-mean logits (each (M,)), one (C, V) buffer at a time."""
+    m = hidden.shape[0]
+    dtype = torch.promote_types(hidden.dtype, torch.float32)
+    lse = torch.empty(m, dtype=dtype, device=hidden.device)
+    target_logits, vocab_mean = torch.empty_like(lse), torch.empty_like(lse)
+    for start in range(0, m, chunk_size):
+        end = min(start + chunk_size, m)
+        logits = _chunk_logits(hidden[start:end], weight, softcap)  # (C, V)
+        target_logits[start:end] = logits.gather(-1, targets[start:end, None]).squeeze(-1)
+        vocab_mean[start:end] = logits.mean(-1)
+        lse[start:end] = _logsumexp_(logits)
+    return lse, target_logits, vocab_mean
+
+
 class ChunkedLabelledLogps(torch.autograd.Function):
-    """``logp[m] = log softmax(softcap(hidden[m] @ weight.T))[targets[m]]`` for M tokens, chunk by chunk.
+    """``logp[m] = log softmax(softcap(hidden[m] @ weight.T))[targets[m]]`` for M tokens, chunk by chunk, with the
+    logits recomputed in backward (``head_backward=recompute``).
 
     Inputs: ``hidden`` (M, H), ``weight`` (V, H), ``targets`` (M,) long, ``chunk_size`` int >= 1,
     ``softcap`` float or None. Outputs: ``logps`` (M,) and ``vocab_mean`` (M,) (the mean of the soft-capped
@@ -49,20 +105,7 @@ class ChunkedLabelledLogps(torch.autograd.Function):
         chunk_size: int,
         softcap: float | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        m = hidden.shape[0]
-        dtype = torch.promote_types(hidden.dtype, torch.float32)
-        lse = torch.empty(m, dtype=dtype, device=hidden.device)
-        target_logits = torch.empty_like(lse)
-        vocab_mean = torch.empty_like(lse)
-        for start in range(0, m, chunk_size):
-            end = min(start + chunk_size, m)
-            logits = _chunk_logits(hidden[start:end], weight, softcap)  # (C, V)
-            target_logits[start:end] = logits.gather(-1, targets[start:end, None]).squeeze(-1)
-            vocab_mean[start:end] = logits.mean(-1)
-            # log-sum-exp in place: no second (C, V) buffer
-            row_max = logits.amax(-1, keepdim=True)
-            lse[start:end] = logits.sub_(row_max).exp_().sum(-1).log_().add_(row_max.squeeze(-1))
-            del logits
+        lse, target_logits, vocab_mean = _forward_stats(hidden, weight, targets, chunk_size, softcap)
         ctx.save_for_backward(hidden, weight, targets, lse)
         ctx.chunk_size, ctx.softcap = chunk_size, softcap
         ctx.mark_non_differentiable(vocab_mean)
@@ -82,20 +125,10 @@ class ChunkedLabelledLogps(torch.autograd.Function):
         grad_logps = grad_logps.to(lse.dtype)
         for start in range(0, hidden.shape[0], chunk_size):
             end = min(start + chunk_size, hidden.shape[0])
-            h, g, t = hidden[start:end], grad_logps[start:end], targets[start:end]
-            raw = (h @ weight.T).to(lse.dtype)  # (C, V)
-            if softcap:
-                tanh = raw.div_(softcap).tanh_()  # reuses the buffer: tanh(z / cap)
-                grad = torch.mul(tanh, softcap).sub_(lse[start:end, None]).exp_()  # softmax (C, V)
-            else:
-                grad = raw.sub_(lse[start:end, None]).exp_()
-            # d logp / d capped logits = onehot(target) - softmax, times the incoming gradient
-            grad.mul_(-g[:, None])
-            grad[torch.arange(end - start, device=grad.device), t] += g
-            if softcap:  # d cap * tanh(z / cap) / dz = 1 - tanh^2
-                grad.mul_(tanh.square_().neg_().add_(1.0))
-                del tanh
-            del raw
+            h = hidden[start:end]
+            logits = _chunk_logits(h, weight, softcap)  # (C, V), recomputed
+            grad = _logit_grad_(logits, lse[start:end], targets[start:end], softcap, grad_logps[start:end])
+            del logits
             grad = grad.to(weight.dtype)
             if need_hidden:
                 grad_hidden[start:end] = grad @ weight
@@ -110,12 +143,65 @@ class ChunkedLabelledLogps(torch.autograd.Function):
         return grad_hidden, grad_weight, None, None, None
 
 
+class StoredGradLabelledLogps(torch.autograd.Function):
+    """The same log-probs as ``ChunkedLabelledLogps``, with ``d logp / d logits`` formed in forward and kept for
+    backward (``head_backward=store``): ``D @ weight`` (M, H) always, ``D`` (M, V) in the weight's dtype only when
+    the weight takes a gradient. Inputs and outputs as ``ChunkedLabelledLogps``'s.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        chunk_size: int,
+        softcap: float | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        m = hidden.shape[0]
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dtype = torch.promote_types(hidden.dtype, torch.float32)
+        target_logits = torch.empty(m, dtype=dtype, device=hidden.device)
+        vocab_mean, logps = torch.empty_like(target_logits), torch.empty_like(target_logits)
+        hidden_part = torch.empty_like(hidden) if need_hidden else None  # (M, H): D @ weight
+        stored = weight.new_empty(m, weight.shape[0]) if need_weight else None  # (M, V): D
+        for start in range(0, m, chunk_size):
+            end = min(start + chunk_size, m)
+            logits = _chunk_logits(hidden[start:end], weight, softcap)  # (C, V)
+            target_logits[start:end] = logits.gather(-1, targets[start:end, None]).squeeze(-1)
+            vocab_mean[start:end] = logits.mean(-1)
+            lse = torch.logsumexp(logits, -1)  # (C,); the logits stay for D
+            logps[start:end] = target_logits[start:end] - lse
+            grad = _logit_grad_(logits, lse, targets[start:end], softcap, None).to(weight.dtype)  # D (C, V)
+            if need_hidden:
+                hidden_part[start:end] = grad @ weight
+            if need_weight:
+                stored[start:end] = grad
+            del logits, grad
+        ctx.save_for_backward(hidden if need_weight else None, stored, hidden_part)
+        ctx.mark_non_differentiable(vocab_mean)
+        return logps, vocab_mean
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad_logps: torch.Tensor, grad_vocab_mean: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
+        hidden, stored, hidden_part = ctx.saved_tensors
+        grad_hidden = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_hidden = (hidden_part * grad_logps[:, None]).to(hidden_part.dtype)
+        if ctx.needs_input_grad[1]:  # sum_m g_m D_m^T h_m = D.T @ (g * hidden): no (M, V) temporary
+            grad_weight = stored.T @ (hidden * grad_logps[:, None]).to(stored.dtype)
+        return grad_hidden, grad_weight, None, None, None
+
+
 def chunked_token_logps(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     targets: torch.Tensor,
     chunk_size: int,
     softcap: float | None = None,
+    head_backward: str = "recompute",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of ``targets`` under ``softcap(hidden @ weight.T)``, at most ``chunk_size`` rows at a time.
 
@@ -123,8 +209,10 @@ def chunked_token_logps(
         hidden: (M, H) hidden states of the M labelled positions.
         weight: (V, H) output projection (a bias-free head; a tied embedding matrix works the same).
         targets: (M,) label ids.
-        chunk_size: tokens per chunk (>= 1); the largest vocabulary-sized buffer is (chunk_size, V).
+        chunk_size: tokens per chunk (>= 1); the largest vocabulary-sized buffer is (chunk_size, V), plus the
+            stored (M, V) gradient factor with ``head_backward="store"``.
         softcap: Gemma 2's ``final_logit_softcapping`` (``cap * tanh(logits / cap)``); ``None`` or 0 for none.
+        head_backward: ``recompute`` or ``store`` (see the module docstring); the same values and gradients.
 
     Returns:
         ``logps`` (M,) with exact gradients w.r.t. ``hidden`` and ``weight``, and ``vocab_mean`` (M,) the
@@ -134,13 +222,17 @@ def chunked_token_logps(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, not {chunk_size}")
+    if head_backward not in HEAD_BACKWARDS:
+        raise ValueError(f"model.head_backward must be one of {list(HEAD_BACKWARDS)}, not {head_backward!r}")
+    store = head_backward == "store" and torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    function = StoredGradLabelledLogps if store else ChunkedLabelledLogps
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
         hidden, weight = hidden.to(dtype), weight.to(dtype)
         with torch.autocast(device_type, enabled=False):
-            return ChunkedLabelledLogps.apply(hidden, weight, targets, chunk_size, softcap)
-    return ChunkedLabelledLogps.apply(hidden, weight, targets, chunk_size, softcap)
+            return function.apply(hidden, weight, targets, chunk_size, softcap)
+    return function.apply(hidden, weight, targets, chunk_size, softcap)
 
 
 def chunked_target_logps(
@@ -152,6 +244,7 @@ def chunked_target_logps(
     head: nn.Module,
     chunk_size: int,
     final_logit_softcapping: float | None = None,
+    head_backward: str = "recompute",
 ) -> SequenceLogps:
     """Per-sequence statistics of the scored tokens of any batch layout, with a (chunk_size, V) buffer at most.
 
@@ -166,6 +259,7 @@ def chunked_target_logps(
         head: the output projection H -> V, a bias-free ``nn.Linear`` (e.g. ``lm_head``, tied or not).
         chunk_size: scored tokens projected at a time.
         final_logit_softcapping: Gemma 2's soft cap; ``None`` for none.
+        head_backward: how the head's gradient is formed, ``recompute`` or ``store`` (``model.head_backward``).
 
     Returns:
         ``SequenceLogps`` with (N,) fields: ``logp_sum`` (differentiable), ``token_count`` and ``logit_sum``.
@@ -173,7 +267,7 @@ def chunked_target_logps(
     if getattr(head, "bias", None) is not None:
         raise ValueError("chunked log-probs need a bias-free output projection; set model.chunk_size=null")
     logps, vocab_mean = chunked_token_logps(
-        hidden.flatten(0, 1)[target_index], head.weight, target_ids, chunk_size, final_logit_softcapping
+        hidden.flatten(0, 1)[target_index], head.weight, target_ids, chunk_size, final_logit_softcapping, head_backward
     )
     return per_sequence(logps, vocab_mean, target_sequence, num_sequences)
 
@@ -184,15 +278,17 @@ def chunked_sequence_logps(
     head: nn.Module,
     chunk_size: int,
     final_logit_softcapping: float | None = None,
+    head_backward: str = "recompute",
 ) -> SequenceLogps:
     """``chunked_target_logps`` of a padded batch: like ``simpo.logprobs.sequence_logps`` on ``head(hidden)``.
 
     Args:
         hidden: (N, T, H) final hidden states of the decoder.
         labels: (N, T) labels with ``IGNORE_INDEX`` on unlabelled positions (position t predicts t + 1).
-        head, chunk_size, final_logit_softcapping: as in ``chunked_target_logps``.
+        head, chunk_size, final_logit_softcapping, head_backward: as in ``chunked_target_logps``.
     """
     rows, positions, targets = labelled_positions(labels)
     index = rows * labels.shape[1] + positions
     softcap = final_logit_softcapping
-    return chunked_target_logps(hidden, index, targets, rows, labels.shape[0], head, chunk_size, softcap)
+    n = labels.shape[0]
+    return chunked_target_logps(hidden, index, targets, rows, n, head, chunk_size, softcap, head_backward)

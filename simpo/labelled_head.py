@@ -14,10 +14,9 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
-from simpo.chunked_logprobs import chunked_target_logps
+from simpo.chunked_logprobs import HEAD_BACKWARDS, chunked_target_logps
 
 LABELLED_ONLY_MODEL_TYPES = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"})
-HEAD_BACKWARDS = ("recompute",)  # how the head's gradient is formed (model.head_backward)
 METHOD_NAME = "simpo_labelled_logps"  # registered with FSDP2 so the root unit's weights are gathered around it
 
 
@@ -43,13 +42,15 @@ def labelled_logps(
         targets: ``target_index``, ``target_ids``, ``target_sequence``, each (M,) (see ``data/collate.py``).
         num_sequences: N, the sequences of the batch.
         chunk_size: labelled tokens projected at a time.
-        head_backward: ``recompute`` (the logits are projected again, chunk by chunk, in backward).
+        head_backward: ``recompute`` (the logits are projected again, chunk by chunk, in backward) or ``store``
+            (``d logp / d logits`` formed in forward and kept, (M, V), for a backward without the projection); see
+            ``simpo/chunked_logprobs.py``.
     """
     if head_backward not in HEAD_BACKWARDS:
         raise ValueError(f"model.head_backward must be one of {list(HEAD_BACKWARDS)}, not {head_backward!r}")
     hidden = policy.get_decoder()(**decoder_inputs).last_hidden_state  # (R, T, H)
     softcap = getattr(policy.config, "final_logit_softcapping", None)
-    stats = chunked_target_logps(hidden, *targets, num_sequences, policy.lm_head, chunk_size, softcap)
+    stats = chunked_target_logps(hidden, *targets, num_sequences, policy.lm_head, chunk_size, softcap, head_backward)
     return stats.logp_sum, stats.token_count, stats.logit_sum
 
 
