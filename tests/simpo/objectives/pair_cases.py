@@ -107,16 +107,20 @@ def assert_matches(out, losses: list[float], loss: float, rewards_w: list[float]
     torch.testing.assert_close(out.rejected_rewards, f64(rewards_l), rtol=1e-12, atol=1e-12)
 
 
-def gradcheck_loss(objective, pairs: Pairs, *, with_losses: bool = True) -> bool:
-    """``torch.autograd.gradcheck`` of ``loss`` (and the per-pair ``losses``) in the policy's summed log-probs
-    (and KTO's mismatched-pair log-probs) in float64."""
+def gradcheck_loss(objective, pairs: Pairs) -> bool:
+    """``torch.autograd.gradcheck`` of ``loss`` and the per-pair ``losses`` in the policy's summed log-probs
+    (float64). The references and KTO's reference point are constants of the loss (no gradient)."""
     base = pairs.stats()
 
-    def fn(sum_w: torch.Tensor, sum_l: torch.Tensor, kl: torch.Tensor):
-        out = objective(replace(base, chosen_logp_sum=sum_w, rejected_logp_sum=sum_l, kl_logp_sum=kl))
-        return (out.loss, out.losses) if with_losses else out.loss
+    def fn(sum_w: torch.Tensor, sum_l: torch.Tensor):
+        out = objective(replace(base, chosen_logp_sum=sum_w, rejected_logp_sum=sum_l))
+        return out.loss, out.losses
 
-    inputs = tuple(
-        torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (pairs.sum_w, pairs.sum_l, pairs.kl)
-    )
+    inputs = tuple(torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (pairs.sum_w, pairs.sum_l))
     return torch.autograd.gradcheck(fn, inputs)
+
+
+def with_kl_pairs(stats: PairLogps, kl: list[float], ref_kl: list[float]) -> PairLogps:
+    """``stats`` with KTO's mismatched-pair log-probs set (float64)."""
+    f64 = torch.float64
+    return replace(stats, kl_logp_sum=torch.tensor(kl, dtype=f64), ref_kl_logp_sum=torch.tensor(ref_kl, dtype=f64))
