@@ -21,11 +21,12 @@ class KTO(Objective):
 
     This is the KTO paper's ``lambda_y - v(x, y)`` with ``beta`` multiplying inside the sigmoid, around
     ``r - z0``, and the loss is the mean over the 2B examples (as TRL's KTOTrainer, which also computes ``z0``
-    as above, on its own mismatched pairs). The SimPO paper (Table 3) writes
+    as above, on its own mismatched pairs). The SimPO paper's Table 3, as issue 12 quotes it, writes
     ``-lambda_w * sigmoid(beta * r(y_w) - z_ref) + lambda_l * sigmoid(z_ref - beta * r(y_l))`` with
-    ``z_ref = beta * KL``: the same ``beta`` placement, but without the constants ``lambda_y`` (no effect on
-    gradients), as a sum over the two examples of a pair (twice the scale of the mean here) and with a ``+``
-    on the undesirable term that the paper's ``lambda_U - lambda_U * sigmoid(beta * (z0 - r))`` has as ``-``.
+    ``z_ref = beta * KL``: the same ``beta`` placement (``beta * z0 = z_ref``), but without the constants
+    ``lambda_y`` (no effect on gradients), summed over the two examples of a pair (twice the scale of the mean
+    here), and with ``+`` on the undesirable term where the KTO paper's ``lambda_U - lambda_U * sigmoid(...)``
+    has ``-``: taken literally, that sign would push the rejected responses' likelihood up.
 
     ``z0`` is estimated from the K mismatched pairs this call receives (one micro-batch on one process); it
     carries no gradient.
