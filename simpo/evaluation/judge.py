@@ -13,20 +13,20 @@ from simpo.evaluation.weights import refuse_nonfinite
 from simpo.pretrained_source import check_pretrained_source
 
 
-def check_reward_architecture(config: PretrainedConfig, name_or_path: str) -> None:
+def check_reward_architecture(config: PretrainedConfig, name_or_path: str, key: str = "judge.reward_model") -> None:
     """Refuse a checkpoint that is not a sequence-classification (reward) model, judging by its config: its
     ``architectures`` must include a ``*ForSequenceClassification`` class, or its ``auto_map`` a custom
     ``AutoModelForSequenceClassification`` (ArmoRM). A config that names no architecture is left to the
     weights check of ``RewardModel``.
 
     Raises:
-        ValueError: naming judge.reward_model and the architectures found.
+        ValueError: naming ``key`` (judge.reward_model) and the architectures found.
     """
     architectures = list(getattr(config, "architectures", None) or [])
     custom = "AutoModelForSequenceClassification" in (getattr(config, "auto_map", None) or {})
     if architectures and not custom and not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise ValueError(
-            f"judge.reward_model={name_or_path} is not a reward model: its config.json names architectures "
+            f"{key}={name_or_path} is not a reward model: its config.json names architectures "
             f"{architectures}, none of them *ForSequenceClassification, so its score head would be randomly "
             "initialised and every win rate meaningless. Give a sequence-classification checkpoint (num_labels=1)"
         )
@@ -41,23 +41,35 @@ class RewardModel:
     needs (the score head would be freshly initialised), and weights holding NaN or Inf.
     """
 
-    def __init__(self, name_or_path: str, trust_remote_code: bool = False, device: str = "cpu") -> None:
-        check_pretrained_source(name_or_path, "judge.reward_model")
+    def __init__(
+        self,
+        name_or_path: str,
+        trust_remote_code: bool = False,
+        device: str = "cpu",
+        key: str = "judge.reward_model",
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        """``key`` is the config key named in errors; ``dtype`` the weights' dtype (``None``: the checkpoint's)."""
+        check_pretrained_source(name_or_path, key)
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-        check_reward_architecture(config, name_or_path)
+        check_reward_architecture(config, name_or_path, key)
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, config=config, trust_remote_code=trust_remote_code, output_loading_info=True
+            name_or_path,
+            config=config,
+            trust_remote_code=trust_remote_code,
+            output_loading_info=True,
+            **({"dtype": dtype} if dtype is not None else {}),
         )
         fresh = sorted(info["missing_keys"]) + sorted(str(key) for key in info["mismatched_keys"])
         if fresh:
             raise ValueError(
-                f"judge.reward_model={name_or_path}: the checkpoint lacks weights of the "
+                f"{key}={name_or_path}: the checkpoint lacks weights of the "
                 f"{type(model).__name__} it loads as ({', '.join(fresh[:5])}{', ...' if len(fresh) > 5 else ''}), "
                 "so they would be freshly initialised and every win rate meaningless. Give a trained "
                 "sequence-classification (reward) model"
             )
-        refuse_nonfinite(model, f"judge.reward_model={name_or_path}")
+        refuse_nonfinite(model, f"{key}={name_or_path}")
         self.model = model.eval()
         self.to(device)
 

@@ -1,0 +1,49 @@
+"""The policy that samples: a Hugging Face model (``model.name_or_path``) or the bundled random-initialised default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from data.tokenizers import BUNDLED, load_tokenizer, override_chat_template
+from simpo.evaluation.policy_source import load_policy
+from simpo.policy import build_policy, tokenizer_source
+from simpo.pretrained_source import check_pretrained_source
+
+
+def sampling_policy(
+    model_cfg: Any, seed: int, chat_template: str | None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+    """(model in eval mode, tokenizer with its chat template, name) from a ``conf/model/`` section.
+
+    ``model.name_or_path`` null builds ``model.architecture`` with random weights seeded by ``seed`` (the bundled
+    default: a tiny Llama with the bundled Llama 3 tokenizer). ``chat_template`` (``generate.chat_template``)
+    replaces the tokenizer's template when set.
+
+    Raises:
+        ValueError, FileNotFoundError: a missing or malformed source, NaN/Inf weights (names the key).
+    """
+    name = model_cfg.name_or_path
+    if name is not None:
+        policy = load_policy(name, None, model_cfg.tokenizer, model_cfg.dtype, model_cfg.attn_implementation)
+        model, tokenizer, short = policy.model, policy.tokenizer, policy.name
+    else:
+        source = tokenizer_source(model_cfg.tokenizer, None)
+        check_pretrained_source(source, "model.tokenizer", bundled=tuple(BUNDLED))
+        tokenizer = load_tokenizer(source)
+        L.seed_everything(seed, verbose=False)
+        architecture = dict(model_cfg.architecture) if model_cfg.architecture else None
+        model = build_policy(
+            tokenizer,
+            architecture=architecture,
+            dtype=model_cfg.dtype,
+            attn_implementation=model_cfg.attn_implementation,
+        ).eval()
+        short = f"random-{architecture['model_type'] if architecture else 'model'}"
+    try:
+        override_chat_template(tokenizer, chat_template)
+    except ValueError as error:
+        raise ValueError(str(error).replace("data.chat_template", "generate.chat_template")) from None
+    return model, tokenizer, short
