@@ -74,19 +74,20 @@ def _shared_prompt_unit(pair: dict[str, Any], index: int, n_pairs: int) -> _Unit
     return _Unit(ids, positions, branches, targets)
 
 
-def _first_fit(units: list[_Unit], capacity: int) -> list[list[_Unit]]:
-    """Rows of units, longest first into the first row with room (a unit longer than ``capacity`` gets its own)."""
-    rows: list[list[_Unit]] = []
+def first_fit(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Rows of unit indices: units longest first (ties in order), each into the first row with room; a unit longer
+    than ``capacity`` gets a row of its own."""
+    rows: list[list[int]] = []
     room: list[int] = []
-    for unit in sorted(units, key=lambda u: -len(u.ids)):
+    for unit in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
         for row, left in enumerate(room):
-            if len(unit.ids) <= left:
+            if lengths[unit] <= left:
                 rows[row].append(unit)
-                room[row] -= len(unit.ids)
+                room[row] -= lengths[unit]
                 break
         else:
             rows.append([unit])
-            room.append(capacity - len(unit.ids))
+            room.append(capacity - lengths[unit])
     return rows
 
 
@@ -121,6 +122,32 @@ class PreferenceCollator:
         if self.layout not in LAYOUTS:
             raise ValueError(f"data.layout must be one of {list(LAYOUTS)}, not {self.layout!r}")
 
+    def unit_lengths(self, pairs: list[dict[str, Any]]) -> list[int]:
+        """The lengths of the units ``pairs`` become in this layout, in the collator's order, from the token ids
+        alone: 2P sequences (chosen first) or, in the shared layouts, P pair rows of ``chosen + rejected - prompt``
+        tokens (the prompt, counted by the leading unlabelled tokens, once)."""
+        if self.layout.startswith("shared_prompt"):
+            return [
+                len(p["chosen_input_ids"]) + len(p["rejected_input_ids"]) - _prompt_length(p["chosen_labels"])
+                for p in pairs
+            ]
+        return [len(p["chosen_input_ids"]) for p in pairs] + [len(p["rejected_input_ids"]) for p in pairs]
+
+    def laid_out_shape(self, lengths: list[int]) -> tuple[int, int]:
+        """(R, T): the rows and row length (padding included) of a batch whose units have ``lengths``; R x T is the
+        number of token positions the forward pass computes."""
+        rows = self._rows(lengths)
+        return len(rows), self._width(max(sum(lengths[i] for i in row) for row in rows))
+
+    def _rows(self, lengths: list[int]) -> list[list[int]]:
+        if self.layout in ("padded", "shared_prompt"):
+            return [[i] for i in range(len(lengths))]
+        return first_fit(lengths, self.pack_length)
+
+    def _width(self, longest_row: int) -> int:
+        multiple = self.pad_to_multiple_of
+        return -(-longest_row // multiple) * multiple if multiple else longest_row
+
     def _units(self, pairs: list[dict[str, Any]]) -> list[_Unit]:
         n = len(pairs)
         if self.layout.startswith("shared_prompt"):
@@ -131,13 +158,8 @@ class PreferenceCollator:
 
     def __call__(self, pairs: list[dict[str, Any]]) -> dict[str, Any]:
         units = self._units(pairs)
-        if self.layout in ("padded", "shared_prompt"):
-            rows = [[unit] for unit in units]
-        else:
-            rows = _first_fit(units, self.pack_length)
-        width = max(sum(len(u.ids) for u in row) for row in rows)
-        if self.pad_to_multiple_of:
-            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        rows = [[units[i] for i in row] for row in self._rows([len(u.ids) for u in units])]
+        width = self._width(max(sum(len(u.ids) for u in row) for row in rows))
         shape = (len(rows), width)
         input_ids = torch.full(shape, self.pad_token_id, dtype=torch.long)
         position_ids = torch.zeros(shape, dtype=torch.long)

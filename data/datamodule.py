@@ -31,6 +31,7 @@ from data.report import STATS, check_drop_fraction, check_rows_left, format_tabl
 from data.resumable_loader import ResumableDataLoader
 from data.sources import SplitRows, carve_validation, check_val_size, is_single_file, load_split
 from data.templating import require_chat_template
+from data.token_budget import TokenBudget, describe, pair_lengths, plan_micro_batches
 from data.tokenizers import override_chat_template
 from simpo.value_checks import check_non_negative_int, check_number, check_one_of, check_positive_int
 
@@ -66,15 +67,21 @@ class PreferenceDataModule(L.LightningDataModule):
         test_split: split validated on (``None``: carve one with ``val_size``, or no validation; not used for a
             single file).
         max_length, max_prompt_length, truncation_mode: see ``TruncationSettings``.
-        batch_size: pairs per device per step (a batch holds 2 x batch_size sequences).
+        batch_size: pairs per device per step (a batch holds 2 x batch_size sequences); not used when
+            ``max_tokens_per_batch`` is set.
         global_batch_size: pairs per optimizer step over all devices (``train.py`` derives gradient
-            accumulation from it); ``None`` leaves ``trainer.accumulate_grad_batches`` as set.
+            accumulation from it); ``None`` leaves ``trainer.accumulate_grad_batches`` as set. Cannot be combined
+            with ``max_tokens_per_batch``, under which the pairs per step vary.
         num_workers: DataLoader worker processes.
         pad_to_multiple_of: round padded lengths up to a multiple of this.
         layout: how a batch lays out its tokens (``data/collate.py``): ``padded`` (2B padded rows), ``packed``
             (sequences end to end), ``shared_prompt`` (one [prompt, chosen, rejected] row per pair: the prompt computed
             once) or ``shared_prompt_packed``.
         pack_length: tokens per packed row (``None``: ``max_length``); a longer sequence or pair gets its own row.
+        max_tokens_per_batch: fill each micro-batch (training and validation) with as many pairs as fit this many
+            token positions as the layout lays them out, padding included (``data/token_budget.py``); an optimizer
+            step is then ``trainer.accumulate_grad_batches`` micro-batches per process and its loss the mean over
+            its pairs (each batch carries a ``loss_weight``). ``None``: ``batch_size`` pairs per micro-batch.
         max_drop_fraction: largest fraction of unusable rows tolerated per split.
         seed: seeds the shuffling of the training pairs and the carving of ``val_size``.
         chat_template: replaces the tokenizer's chat template (a bundled name: ``llama3``, ``mistral``,
@@ -105,6 +112,7 @@ class PreferenceDataModule(L.LightningDataModule):
         pad_to_multiple_of: int | None = None,
         layout: str = "padded",
         pack_length: int | None = None,
+        max_tokens_per_batch: int | None = None,
         max_drop_fraction: float = 0.01,
         seed: int = 42,
         chat_template: str | None = None,
@@ -120,6 +128,14 @@ class PreferenceDataModule(L.LightningDataModule):
         self.truncation = TruncationSettings(max_length, max_prompt_length, truncation_mode)  # type: ignore[arg-type]
         self.batch_size = check_positive_int("data.batch_size", batch_size)
         self.global_batch_size = check_positive_int("data.global_batch_size", global_batch_size, nullable=True)
+        self.max_tokens_per_batch = check_positive_int("data.max_tokens_per_batch", max_tokens_per_batch, nullable=True)
+        if self.max_tokens_per_batch is not None and self.global_batch_size is not None:
+            raise ValueError(
+                f"data.global_batch_size={global_batch_size} fixes the pairs per optimizer step, while "
+                f"data.max_tokens_per_batch={max_tokens_per_batch} fills micro-batches by tokens, so the pairs per "
+                "step vary: set data.global_batch_size=null and choose trainer.accumulate_grad_batches (micro-batches "
+                "per device per step; the log gives the mean pairs per micro-batch), or data.max_tokens_per_batch=null"
+            )
         self.num_workers = check_non_negative_int("data.num_workers", num_workers)
         pad_to_multiple_of = check_positive_int("data.pad_to_multiple_of", pad_to_multiple_of, nullable=True)
         self.max_drop_fraction = check_number(
@@ -170,6 +186,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self._prepared: dict[str, tuple[datasets.Dataset, dict[str, Any]] | None] = {}
         self._loaded: dict[str, SplitRows] = {}
         self._tokenizer_digest: str | None = None
+        self.micro_batches: dict[str, tuple[list[list[int]], TokenBudget]] = {}  # per role, with max_tokens_per_batch
         self._train_loader: ResumableDataLoader | None = None
         self._train_loader_state: dict[str, int] | None = None
 
@@ -348,9 +365,18 @@ class PreferenceDataModule(L.LightningDataModule):
                 "%s split %r: %d pairs (%s layout)", role, prepared[1]["split"], len(prepared[0]), prepared[1]["layout"]
             )
             built.append(role)
+            if self.max_tokens_per_batch is not None:
+                self._plan(role)
         self._loaded.clear()
         self._log_validation(built)
         self._unpublished = self._unpublished or bool(built)
+
+    def _plan(self, role: str) -> None:
+        """Plan the micro-batches of ``role`` under the token budget (a pair over the budget raises here)."""
+        budget = TokenBudget(self.max_tokens_per_batch, self.collator, pair_lengths(self.splits[role]))
+        batches = plan_micro_batches(budget, self.seed)
+        self.micro_batches[role] = (batches, budget)
+        log.info("%s split: %s", role, describe(batches, budget))
 
     def _log_validation(self, built: list[str]) -> None:
         """Say where validation comes from (once, with the split that decides it) when it is not a test split."""
@@ -390,6 +416,7 @@ class PreferenceDataModule(L.LightningDataModule):
             "columns": self.columns,
             "val_size": self.val_size,
             "max_drop_fraction": self.max_drop_fraction,
+            "max_tokens_per_batch": self.max_tokens_per_batch,
         }
         log.info("data report%s:\n%s", f" ({self.report_dir / REPORT_NAME})" if self.report_dir else "",
                  format_table(self.report))  # fmt: skip
@@ -404,11 +431,16 @@ class PreferenceDataModule(L.LightningDataModule):
     # ---- loaders and state ----
 
     def _loader(self, role: str, shuffle: bool) -> ResumableDataLoader:
+        micro_batches, budget = self.micro_batches.get(role, (None, None))
+        trainer = getattr(self, "trainer", None)
         return ResumableDataLoader(
             self.splits[role],
             batch_size=self.batch_size,
             seed=self.seed,
             shuffle=shuffle,
+            micro_batches=micro_batches,
+            accumulate=trainer.accumulate_grad_batches if trainer is not None and role == "train" else 1,
+            budget=budget,
             collate_fn=self.collator,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -29,3 +29,15 @@ def ends_accumulation_window(batch_idx: int, accumulate: int, num_batches: int |
     ``accumulate`` micro-batches are done, or the epoch's last batch is."""
     done = batch_idx + 1
     return done % accumulate == 0 or done >= num_batches
+
+
+def micro_batch_loss_weight(pairs: int, step_pairs: int, accumulate: int, world_size: int) -> float:
+    """The factor on a micro-batch's mean loss that makes an optimizer step's gradient the mean over its pairs.
+
+    Lightning divides every micro-batch loss by ``accumulate`` (even in an epoch's last, shorter window) and DDP / FSDP
+    average gradients over ``world_size`` processes, so a micro-batch of ``pairs`` pairs whose mean loss is scaled by
+    ``pairs * accumulate * world_size / step_pairs`` contributes ``sum of its pair losses / step_pairs``: summed over
+    the step's micro-batches on every process, the mean over the ``step_pairs`` pairs of the step. With equal
+    micro-batches of ``step_pairs / (accumulate * world_size)`` pairs the factor is 1.
+    """
+    return pairs * accumulate * world_size / step_pairs
