@@ -23,10 +23,12 @@ from simpo.evaluation.plots import reward_histogram, training_curves
 from simpo.evaluation.policy_source import LoadedPolicy, load_policy
 from simpo.evaluation.preference import pair_rewards, preference_metrics
 from simpo.evaluation.prompt_sets import Format, Prompt, load_prompts, read_answers, write_answers
+from simpo.evaluation.reference_source import evaluation_reference
 from simpo.evaluation.report import markdown_table, write_metrics, write_report
 from simpo.evaluation.settings import resolve_device, validate_settings
-from simpo.loss import SimPOLoss
 from simpo.module import SimPOModule
+from simpo.objectives import Objective
+from simpo.reference.build import install_reference_collator
 
 log = logging.getLogger("evaluate")
 register_resolvers()
@@ -64,7 +66,7 @@ def load_inputs(cfg: DictConfig) -> Inputs:
     return inputs
 
 
-def run_preference(cfg: DictConfig, policy: LoadedPolicy, loss: SimPOLoss, run_dir: Path) -> tuple[dict, list]:
+def run_preference(cfg: DictConfig, policy: LoadedPolicy, loss: Objective, run_dir: Path) -> tuple[dict, list]:
     """The implicit-reward metrics on held-out pairs, and the reward histogram."""
     datamodule = build(cfg.data, tokenizer=policy.tokenizer, whole_file_validation=True)
     datamodule.setup("validate")
@@ -72,7 +74,13 @@ def run_preference(cfg: DictConfig, policy: LoadedPolicy, loss: SimPOLoss, run_d
         raise ValueError(
             "the preference task needs pairs: set data.test_split, data.val_size, or data.dataset to a single file"
         )
-    module = SimPOModule(policy.model, loss, chunk_size=cfg.model.chunk_size)
+    reference = evaluation_reference(loss, cfg.reference.name_or_path, policy.training_config, policy.tokenizer,
+                                     cfg.model.dtype)  # fmt: skip
+    if reference is not None:
+        install_reference_collator(datamodule, loss, datamodule.truncation.max_length)
+    module = SimPOModule(policy.model, loss, chunk_size=cfg.model.chunk_size, reference=reference)
+    if reference is not None:
+        reference.prepare(module)
     pairs = pair_rewards(module, datamodule.val_dataloader(), cfg.preference.max_pairs)
     metrics = preference_metrics(pairs, loss, cfg.preference.length_buckets)
     return metrics, [reward_histogram(pairs, run_dir / "reward_histogram.png")]
@@ -134,8 +142,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         check_prompts(policy.tokenizer, generate_prompts)
     policy.model.to(resolve_device(cfg.device))
     loss_cfg: dict[str, Any] = OmegaConf.to_container(cfg.loss, resolve=True)  # type: ignore[assignment]
-    if policy.training_config is not None:  # the checkpoint's own beta and gamma/beta
-        loss_cfg.update(policy.training_config["loss"])
+    if policy.training_config is not None:  # the checkpoint's own objective and settings
+        loss_cfg = dict(policy.training_config["loss"])
     loss = build_loss(loss_cfg)
 
     run_dir = Path(cfg.run_dir)
@@ -159,7 +167,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     meta = {"model": policy.name, "data": cfg.data.dataset, "settings": settings, "loss": loss_cfg}
     write_metrics(run_dir, metrics, meta)
     notes = [f"model: {policy.name}", f"tasks: {', '.join(cfg.tasks)}", f"data: {cfg.data.dataset}",
-             f"beta {loss.beta}, gamma/beta {loss.gamma_beta_ratio}"]  # fmt: skip
+             "objective: " + ", ".join(f"{k} {v}" for k, v in loss_cfg.items())]  # fmt: skip
     if generated is not None:
         notes.append(f"answers: {generated.relative_to(run_dir)}")
     write_report(run_dir, "Evaluation", metrics, notes, images)

@@ -38,6 +38,7 @@ from simpo.module import SimPOModule
 from simpo.nonfinite import ADVICE
 from simpo.policy import build_policy, tokenizer_source, warn_low_precision_weights
 from simpo.pretrained_source import check_pretrained_source, check_tokenizer_files
+from simpo.reference.build import build_reference, check_reference_config, install_reference_collator, policy_identity
 from simpo.resume import (
     CheckpointInfo,
     changed_settings,
@@ -57,11 +58,13 @@ SCHEDULE_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.limit_train
                  "data.global_batch_size", "trainer.accumulate_grad_batches", "optimizer.warmup_ratio")  # fmt: skip
 
 
-def build_module(cfg: DictConfig, tokenizer: Any) -> SimPOModule:
-    """The policy (loaded or random-initialised) wrapped with the SimPO loss and optimiser settings.
+def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> SimPOModule:
+    """The policy (loaded or random-initialised) wrapped with the objective, its reference (when it needs one) and the
+    optimiser settings.
 
     Under ``strategy=fsdp`` with ``fsdp.meta_init`` the policy's parameters stay on the meta device; global
-    rank 0 builds the full weights (re-seeded, so a random init equals a 1-process run's) when sharding.
+    rank 0 builds the full weights (re-seeded, so a random init equals a 1-process run's) when sharding. The data
+    module's splits must be loaded (a cached reference is keyed by them).
     """
     fsdp = OmegaConf.to_container(cfg.fsdp, resolve=True) if cfg.get("fsdp") else None
     options = {
@@ -76,6 +79,26 @@ def build_module(cfg: DictConfig, tokenizer: Any) -> SimPOModule:
         L.seed_everything(cfg.seed, verbose=False)
         return build_policy(tokenizer, **options).state_dict()
 
+    def reference_model(name_or_path: str | None) -> torch.nn.Module:
+        """A reference: ``name_or_path``'s weights, or (None) the initial policy, rebuilt as at the start."""
+        if name_or_path is None:
+            L.seed_everything(cfg.seed, verbose=False)
+            return build_policy(tokenizer, **options)
+        return build_policy(tokenizer, **{**options, "name_or_path": name_or_path, "architecture": None})
+
+    objective = build_loss(OmegaConf.to_container(cfg.loss, resolve=True))
+    reference_cfg = OmegaConf.to_container(cfg.reference, resolve=True) if cfg.get("reference") else None
+    mode = check_reference_config(reference_cfg, objective, adapters=bool(cfg.get("peft")))
+    reference = None
+    if mode is not None:
+        if reference_cfg.get("name_or_path") is not None:
+            check_pretrained_source(reference_cfg["name_or_path"], "reference.name_or_path")
+        install_reference_collator(datamodule, objective, cfg.data.max_length)
+        data_parts = {role: split["cache"]["fingerprint"] for role, split in datamodule.report["splits"].items()}
+        parts = {"data": data_parts, "dtype": cfg.model.dtype, "precision": str(cfg.trainer.precision),
+                 "kl_pairs": objective.needs_kl_pairs, "max_length": cfg.data.max_length}  # fmt: skip
+        source = policy_identity(options["name_or_path"], options["architecture"], cfg.seed)
+        reference = build_reference(mode, reference_cfg, reference_model, parts, source)
     meta_init = bool(fsdp and fsdp.get("meta_init", True))
     policy = build_policy(
         tokenizer,
@@ -86,7 +109,7 @@ def build_module(cfg: DictConfig, tokenizer: Any) -> SimPOModule:
     )
     return SimPOModule(
         policy,
-        build_loss(OmegaConf.to_container(cfg.loss, resolve=True)),
+        objective,
         chunk_size=cfg.model.get("chunk_size", 1024),
         **OmegaConf.to_container(cfg.optimizer),
         tokenizer=tokenizer,
@@ -95,6 +118,7 @@ def build_module(cfg: DictConfig, tokenizer: Any) -> SimPOModule:
         full_weights=full_weights if meta_init else None,
         max_nonfinite_steps=cfg.get("max_nonfinite_steps", 0),
         head_backward=cfg.model.get("head_backward", "recompute"),
+        reference=reference,
     )
 
 
@@ -169,7 +193,9 @@ def prepare(cfg: DictConfig) -> PreparedRun:
     check_tokenizer_files(source, "model.tokenizer" if cfg.model.get("tokenizer") else "model.name_or_path")
     tokenizer = load_tokenizer(source)
     datamodule = build(cfg.data, key="data", tokenizer=tokenizer)
-    module = build_module(cfg, tokenizer)
+    datamodule.prepare_data()  # load, tokenise and check the data now: a bad file must not touch the run directory
+    datamodule.load("fit")
+    module = build_module(cfg, tokenizer, datamodule)
     callbacks = [build(c, key="callbacks") for c in cfg.callbacks.values() if c is not None] if cfg.callbacks else []
     loggers = [build(c, key="logger") for c in cfg.logger.values() if c is not None] if cfg.logger else False
     trainer: L.Trainer = build(cfg.trainer, key="trainer", callbacks=callbacks, logger=loggers,
@@ -177,8 +203,6 @@ def prepare(cfg: DictConfig) -> PreparedRun:
     set_accumulation(trainer, cfg)
     if resume is not None:
         check_same_data_order(resume, cfg, cfg.data.batch_size * trainer.world_size)
-    datamodule.prepare_data()  # load, tokenise and check the data now: a bad file must not touch the run directory
-    datamodule.load("fit")
     if not datamodule.has_validation:
         trainer.limit_val_batches = 0  # no validation loop (Lightning would warn about an empty loader)
     return PreparedRun(cfg, plan, resume, changed, datamodule, module, trainer)

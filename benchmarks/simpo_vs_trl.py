@@ -11,7 +11,7 @@ tokens, words drawn from the bundled ``data/tiny_prefs``) with the same SimPO se
 linear warmup and cosine decay, no gradient clipping, no dropout. Rows:
 
 - ``trl``: ``trl.experimental.cpo.CPOTrainer(loss_type="simpo")`` (full logits of every position).
-- ``ours (chunk_size=K)``: ``SimPOModule`` + ``SimPOLoss`` in a Lightning ``Trainer`` (what ``train.py`` runs),
+- ``ours (chunk_size=K)``: ``SimPOModule`` + the SimPO objective in a Lightning ``Trainer`` (what ``train.py`` runs),
   labelled positions only, projected K tokens at a time.
 - ``ours (full logits)``: the same with ``loss.chunk_size=null``.
 
@@ -138,20 +138,20 @@ def build_model(args: argparse.Namespace, tokenizer: Any) -> Any:
 
 
 def worker_ours(args: argparse.Namespace) -> dict[str, Any]:
-    """This project: SimPOModule + SimPOLoss + its AdamW/cosine schedule in a Lightning Trainer."""
+    """This project: SimPOModule + the SimPO objective + its AdamW/cosine schedule in a Lightning Trainer."""
     import lightning as L
     import torch
 
     from data.datamodule import PreferenceDataModule
     from data.tokenizers import load_tokenizer
-    from simpo.loss import SimPOLoss
     from simpo.module import SimPOModule
+    from simpo.objectives import SimPO
 
     tokenizer = load_tokenizer("llama3")
     policy = build_model(args, tokenizer)
     data = PreferenceDataModule(tokenizer, str(args.data), train_split="train", test_split=None, max_length=args.seq,
                                 max_prompt_length=args.seq // 4, batch_size=args.pairs, seed=args.seed)  # fmt: skip
-    module = SimPOModule(policy, SimPOLoss(beta=args.beta, gamma_beta_ratio=args.gamma_beta_ratio),
+    module = SimPOModule(policy, SimPO(beta=args.beta, gamma_beta_ratio=args.gamma_beta_ratio),
                          chunk_size=None if args.full_logits else args.chunk_size, lr=args.lr)  # fmt: skip
     times: list[float] = []
     tokens: list[int] = []

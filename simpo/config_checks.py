@@ -44,6 +44,7 @@ RULES: dict[str, Rule] = {
     "trainer.log_every_n_steps": (lambda v: is_integer(v) and v >= 1, "an integer >= 1"),
     "trainer.gradient_clip_val": (lambda v: v is None or (is_number(v) and v > 0), "null or a positive number"),
     "model.chunk_size": (lambda v: v is None or (is_integer(v) and v >= 1), "null or a positive integer"),
+    "data.max_tokens_per_batch": (lambda v: v is None or (is_integer(v) and v >= 1), "null or a positive integer"),
     "model.dtype": (lambda v: v in DTYPES, f"one of {sorted(DTYPES)}"),
     "max_nonfinite_steps": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
     "overwrite": (lambda v: isinstance(v, bool), "true or false"),
@@ -53,7 +54,7 @@ RULES: dict[str, Rule] = {
 }
 # The keys train.py reads from the model group: any other key there (a typo under +model.) would do nothing.
 MODEL_KEYS = {"name_or_path", "tokenizer", "dtype", "attn_implementation", "architecture", "compile", "chunk_size",
-              "gradient_checkpointing"}  # fmt: skip
+              "gradient_checkpointing", "head_backward"}  # fmt: skip
 ATTENTION = {"auto", "sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3"}
 
 def check_train_config(cfg: DictConfig) -> None:

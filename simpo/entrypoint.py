@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import OmegaConf
 
-from simpo.loss import SimPOLoss
+from simpo.objectives import Objective
 from simpo.run_status import RunFailedError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -91,11 +91,21 @@ def user_errors_as_messages(logger: logging.Logger) -> Iterator[None]:
         raise SystemExit(1) from None
 
 
-def build_loss(loss_cfg: Mapping[str, Any]) -> SimPOLoss:
+# Objectives of checkpoints written before ``simpo/objectives/`` existed.
+LEGACY_TARGETS = {"simpo.loss.SimPOLoss": "simpo.objectives.simpo.SimPO"}
+
+
+def build_loss(loss_cfg: Mapping[str, Any]) -> Objective:
     """The objective of a resolved ``loss`` config section (``_target_`` plus its keys).
 
     A ``chunk_size`` key (stored in checkpoints written before it moved to ``model.chunk_size``) is ignored:
-    it is a setting of the forward pass, not of the objective.
+    it is a setting of the forward pass, not of the objective; an older checkpoint's ``simpo.loss.SimPOLoss`` is
+    today's SimPO objective (same keys).
     """
     settings = {key: value for key, value in loss_cfg.items() if key != "chunk_size"}
-    return build(settings)
+    target = settings.get("_target_")
+    settings["_target_"] = LEGACY_TARGETS.get(target, target)
+    objective = build(settings, key="loss")
+    if not isinstance(objective, Objective):
+        raise ValueError(f"loss._target_={target} is not an objective of simpo.objectives")
+    return objective

@@ -1,4 +1,5 @@
-"""The LightningModule: one forward over [chosen; rejected], the SimPO loss, metrics and the optimiser."""
+"""The LightningModule: one forward over [chosen; rejected] in any batch layout, a preference objective (SimPO by
+default; ``simpo/objectives/``) with its reference log-probs when it needs them, metrics and the optimiser."""
 
 from __future__ import annotations
 
@@ -18,20 +19,23 @@ from simpo.fsdp import materialize, shard_policy
 from simpo.global_batch import ends_accumulation_window
 from simpo.labelled_head import METHOD_NAME, attach_labelled_logps, supports_labelled_head
 from simpo.logprobs import SequenceLogps, target_sequence_logps
-from simpo.loss import SimPOLoss
 from simpo.metrics import reward_metrics
 from simpo.nonfinite import NonFiniteError, NonFiniteGuard
+from simpo.objectives import Objective, PairLogps
 from simpo.optim import build_optimizer
+from simpo.reference.provider import ReferenceProvider
 from simpo.resume import continue_stopped_epoch
 from simpo.rng import rng_states, set_rng_states
 
 
 class SimPOModule(L.LightningModule):
-    """Train a Hugging Face causal LM with SimPO.
+    """Train a Hugging Face causal LM with a preference objective (SimPO by default).
 
     Args:
         policy: the causal LM (dropout already disabled).
-        loss: the SimPO objective.
+        loss: the objective (``simpo.objectives``); it declares whether it needs reference log-probs.
+        reference: where the reference log-probs come from (``simpo.reference.provider``); required when the
+            objective needs them, ignored otherwise.
         chunk_size: labelled tokens projected onto the vocabulary at a time (``model.chunk_size``), so the
             largest vocabulary-sized buffer is (chunk_size, V); ``None`` builds the full (2B, T, V) logits.
         lr, weight_decay, betas, eps, warmup_ratio: AdamW and warmup-cosine schedule settings.
@@ -50,7 +54,7 @@ class SimPOModule(L.LightningModule):
     def __init__(
         self,
         policy: PreTrainedModel,
-        loss: SimPOLoss,
+        loss: Objective,
         chunk_size: int | None = 1024,
         lr: float = 1e-6,
         weight_decay: float = 0.0,
@@ -63,14 +67,18 @@ class SimPOModule(L.LightningModule):
         full_weights: Callable[[], dict[str, torch.Tensor]] | None = None,
         max_nonfinite_steps: int = 0,
         head_backward: str = "recompute",
+        reference: ReferenceProvider | None = None,
     ) -> None:
         super().__init__()
+        if loss.needs_reference and reference is None:
+            raise ValueError(f"loss={type(loss).__name__} needs a reference model: set reference=cached or model")
         if chunk_size is not None and (type(chunk_size) is not int or chunk_size < 1):
             raise ValueError(f"model.chunk_size must be a positive number of tokens or null, not {chunk_size!r}")
         self.chunk_size = chunk_size
-        self.save_hyperparameters(ignore=["policy", "loss", "tokenizer", "full_weights"])
+        self.save_hyperparameters(ignore=["policy", "loss", "tokenizer", "full_weights", "reference"])
         self.policy = policy
         self.loss_fn = loss
+        self.reference = reference if loss.needs_reference else None
         self.tokenizer = tokenizer
         self.full_weights = full_weights
         self._sharded = False
@@ -105,35 +113,82 @@ class SimPOModule(L.LightningModule):
             materialize(self.policy, strategy.root_device, self.full_weights if self.trainer.is_global_zero else None)
         self._sharded = True
 
-    def forward(self, batch: dict[str, Any]) -> tuple[SequenceLogps, SequenceLogps]:
-        """Per-sequence statistics of the chosen and rejected responses, in any batch layout.
+    def sequence_stats(self, model: PreTrainedModel, batch: dict[str, Any]) -> SequenceLogps:
+        """Per-sequence statistics of ``model`` (the policy, or a reference built like it) on a batch in any layout.
 
         Args:
-            batch: a ``PreferenceCollator`` batch of P pairs: ``input_ids``, ``attention_mask`` (R, T); the scored
+            model: a causal LM; with a labelled-only head attached (``simpo.labelled_head``) when ``chunk_size`` is set.
+            batch: a ``PreferenceCollator`` batch of n pairs: ``input_ids``, ``attention_mask`` (R, T); the scored
                 tokens ``target_index``, ``target_ids``, ``target_sequence`` (M,); ``num_pairs``; and, for the
                 packed and shared-prompt layouts, ``position_ids``, ``segment_ids``, ``branch_ids`` (R, T).
 
         Returns:
-            (chosen, rejected) ``SequenceLogps`` with (P,) fields.
+            ``SequenceLogps`` with (2n,) fields: chosen responses first, then rejected.
         """
         inputs: dict[str, Any] = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         if "segment_ids" in batch:  # packed / shared prompt: attention confined by the layout
-            dtype = next(self.policy.parameters()).dtype
+            dtype = next(model.parameters()).dtype
             inputs["attention_mask"] = layout_attention_mask(
-                self.policy.config, batch["segment_ids"], batch["branch_ids"], batch["position_ids"], dtype
+                model.config, batch["segment_ids"], batch["branch_ids"], batch["position_ids"], dtype
             )
             inputs["position_ids"] = batch["position_ids"]
         targets = (batch["target_index"], batch["target_ids"], batch["target_sequence"])
-        n_pairs = int(batch["num_pairs"])
-        if self.chunk_size is not None and supports_labelled_head(self.policy.config):
-            stats = SequenceLogps(*self.policy.simpo_labelled_logps(inputs, targets, 2 * n_pairs))
+        n_sequences = 2 * int(batch["num_pairs"])
+        if self.chunk_size is not None and supports_labelled_head(model.config):
+            return SequenceLogps(*getattr(model, METHOD_NAME)(inputs, targets, n_sequences))
+        return target_sequence_logps(model(**inputs).logits, *targets, n_sequences)
+
+    def prepare_reference_model(self, model: PreTrainedModel) -> None:
+        """Make a frozen reference model runnable like the policy: the same labelled-only head, and on the policy's
+        device (sharded like the policy under FSDP)."""
+        if self.chunk_size is not None:
+            attach_labelled_logps(model, self.chunk_size, self.hparams.get("head_backward", "recompute"))
+        if self._sharded:
+            options = self.hparams.get("fsdp") or {}
+            strategy = self.trainer.strategy
+            shard_policy(model, strategy.device_mesh["data_parallel"], str(self.trainer.precision),
+                         cpu_offload=options.get("cpu_offload", False))  # fmt: skip
+            if hasattr(model, METHOD_NAME):
+                register_fsdp_forward_method(model, METHOD_NAME)
         else:
-            stats = target_sequence_logps(self.policy(**inputs).logits, *targets, 2 * n_pairs)
-        return stats.split(n_pairs)
+            model.to(next(self.policy.parameters()).device)
+
+    def _prepare_reference(self) -> None:
+        if self.reference is not None:
+            self.reference.prepare(self)
+
+    def on_fit_start(self) -> None:
+        self._prepare_reference()
+
+    def on_validation_start(self) -> None:
+        self._prepare_reference()
+
+    def forward(self, batch: dict[str, Any]) -> tuple[SequenceLogps, SequenceLogps]:
+        """Per-sequence statistics of the policy's chosen and rejected responses: ``SequenceLogps`` with (n,) fields
+        each (n = ``num_pairs``, KTO's mismatched pseudo-pairs included)."""
+        return self.sequence_stats(self.policy, batch).split(int(batch["num_pairs"]))
+
+    def pair_logps(self, batch: dict[str, Any]) -> tuple[PairLogps, SequenceLogps, SequenceLogps]:
+        """What the objective takes for the batch's P real pairs (with reference and KTO's KL sums when it needs
+        them), and the policy's chosen and rejected statistics of those pairs."""
+        n, k = int(batch["num_pairs"]), int(batch.get("num_kl_pairs", 0))
+        stats = self.sequence_stats(self.policy, batch)  # (2n,)
+        chosen_all, rejected_all = stats.split(n)
+        p = n - k
+        chosen, kl_chosen = chosen_all.split(p)
+        rejected, kl_rejected = rejected_all.split(p)
+        pair = PairLogps(chosen.logp_sum, rejected.logp_sum, chosen.token_count, rejected.token_count)
+        if self.reference is not None:
+            ref = self.reference.sums(self, batch).to(stats.logp_sum.dtype)  # (2n,)
+            pair.ref_chosen_logp_sum, pair.ref_rejected_logp_sum = ref[:p], ref[n : n + p]
+            if k:
+                pair.kl_logp_sum = torch.cat([kl_chosen.logp_sum, kl_rejected.logp_sum]).detach()
+                pair.ref_kl_logp_sum = torch.cat([ref[p:n], ref[n + p :]])
+        return pair, chosen, rejected
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str, batch_idx: int = 0) -> torch.Tensor:
-        chosen, rejected = self(batch)
-        out = self.loss_fn(chosen.logp_mean, rejected.logp_mean, chosen.logp_sum, chosen.token_count)
+        pair, chosen, rejected = self.pair_logps(batch)
+        out = self.loss_fn(pair)
         finite = torch.isfinite(out.loss.detach())
         self._loss_finite[stage] = finite & self._loss_finite[stage] if stage in self._loss_finite else finite
         n_pairs = chosen.logp_sum.shape[0]
@@ -142,9 +197,8 @@ class SimPOModule(L.LightningModule):
             **reward_metrics(out.chosen_rewards, out.rejected_rewards, chosen.logp_mean, rejected.logp_mean),
             "logits/chosen": chosen.logit_sum.sum() / chosen.token_count.sum(),
             "logits/rejected": rejected.logit_sum.sum() / rejected.token_count.sum(),
+            **{name: value.detach() for name, value in out.metrics.items()},
         }
-        if out.sft_loss is not None:
-            metrics["sft_loss"] = out.sft_loss.detach()
         if stage == "train":
             self._log_train_window(metrics, n_pairs, batch_idx)
             if "loss_weight" in batch:  # token-budget batches: the step's loss is the mean over the step's pairs

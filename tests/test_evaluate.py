@@ -207,7 +207,7 @@ def test_format_detection_and_errors(tmp_path):
 
 def test_preference_loss_includes_the_sft_term_of_cpo_simpo():
     from simpo.evaluation.preference import preference_metrics
-    from simpo.loss import SimPOLoss
+    from simpo.objectives import SimPO
 
     pairs = {
         "logps_chosen": torch.tensor([-1.0, -2.0], dtype=torch.float64),
@@ -215,10 +215,11 @@ def test_preference_loss_includes_the_sft_term_of_cpo_simpo():
         "length_chosen": torch.tensor([2.0, 4.0], dtype=torch.float64),
         "length_rejected": torch.tensor([3.0, 3.0], dtype=torch.float64),
         "logp_sum_chosen": torch.tensor([-2.0, -8.0], dtype=torch.float64),
+        "logp_sum_rejected": torch.tensor([-6.0, -3.0], dtype=torch.float64),
     }
     pairs["rewards_chosen"], pairs["rewards_rejected"] = 2 * pairs["logps_chosen"], 2 * pairs["logps_rejected"]
-    pure = preference_metrics(pairs, SimPOLoss(), [64])["loss"]
-    cpo = preference_metrics(pairs, SimPOLoss(sft_weight=1.0), [64])["loss"]
+    pure = preference_metrics(pairs, SimPO(), [64])["loss"]
+    cpo = preference_metrics(pairs, SimPO(sft_weight=1.0), [64])["loss"]
     assert cpo - pure == pytest.approx(10.0 / 6.0)  # token-mean NLL of the chosen responses: (2 + 8) / (2 + 4)
 
 

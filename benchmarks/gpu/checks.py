@@ -254,8 +254,8 @@ def exactness(ctx: Context) -> None:
     from data.datamodule import PreferenceDataModule
     from data.tokenizers import load_tokenizer
     from simpo.fsdp import AtomicModelParallelStrategy
-    from simpo.loss import SimPOLoss
     from simpo.module import SimPOModule
+    from simpo.objectives import SimPO
     from simpo.policy import build_policy
 
     started = time.perf_counter()
@@ -298,7 +298,7 @@ def exactness(ctx: Context) -> None:
         model = copy.deepcopy(policy)
         model.load_state_dict(initial)
         module = SimPOModule(
-            model, SimPOLoss(beta=2.0, gamma_beta_ratio=0.5), chunk_size=chunk_size, lr=1e-6, warmup_ratio=0.0
+            model, SimPO(beta=2.0, gamma_beta_ratio=0.5), chunk_size=chunk_size, lr=1e-6, warmup_ratio=0.0
         )
         capture = Capture()
         trainer = L.Trainer(

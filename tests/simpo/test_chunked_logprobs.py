@@ -1,7 +1,7 @@
 """The chunked labelled-only path (``loss.chunk_size``) against the full-logits reference path.
 
 Values and gradients (w.r.t. the hidden states, the head weight, and every parameter of a tiny Llama and a
-tiny Gemma 2 through ``SimPOModule`` + ``SimPOLoss``) must equal the full-logits path to 1e-5 relative in
+tiny Gemma 2 through ``SimPOModule`` + the SimPO objective) must equal the full-logits path to 1e-5 relative in
 float32 and 1e-10 in float64, for chunk sizes of 1, one that does not divide M and one larger than M, with
 prompt masking and padding. A dispatch-mode probe checks that no buffer larger than (chunk_size, V) exists.
 """
@@ -16,8 +16,8 @@ from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForC
 
 from simpo.chunked_logprobs import chunked_sequence_logps
 from simpo.logprobs import IGNORE_INDEX, SequenceLogps, sequence_logps
-from simpo.loss import SimPOLoss
 from simpo.module import SimPOModule
+from simpo.objectives import SimPO
 from simpo.policy import disable_dropout
 from tests.conftest import padded_batch
 
@@ -122,14 +122,14 @@ def tiny_gemma2(dtype: torch.dtype) -> Gemma2ForCausalLM:
 
 
 def module_loss_and_grads(policy: nn.Module, chunk_size: int | None, batch: dict) -> tuple[torch.Tensor, dict]:
-    module = SimPOModule(policy, SimPOLoss(beta=2.0, gamma_beta_ratio=0.5, sft_weight=0.5), chunk_size=chunk_size)
+    module = SimPOModule(policy, SimPO(beta=2.0, gamma_beta_ratio=0.5, sft_weight=0.5), chunk_size=chunk_size)
     policy.zero_grad(set_to_none=True)
-    chosen, rejected = module(batch)
-    out = module.loss_fn(chosen.logp_mean, rejected.logp_mean, chosen.logp_sum, chosen.token_count)
+    pair, chosen, rejected = module.pair_logps(batch)
+    out = module.loss_fn(pair)
     out.loss.backward()
     stats = torch.stack([chosen.logit_sum, rejected.logit_sum, chosen.token_count, rejected.token_count])
     grads = {name: p.grad.clone() for name, p in policy.named_parameters() if p.grad is not None}
-    return torch.stack([out.loss.detach(), out.sft_loss.detach()]), stats, grads
+    return torch.stack([out.loss.detach(), out.metrics["sft_loss"]]), stats, grads
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

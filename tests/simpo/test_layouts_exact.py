@@ -10,8 +10,8 @@ import torch
 from data.collate import LAYOUTS, PreferenceCollator
 from data.datamodule import PreferenceDataModule
 from simpo.attention_masks import allowed
-from simpo.loss import SimPOLoss
 from simpo.module import SimPOModule
+from simpo.objectives import SimPO
 from simpo.policy import build_policy
 from tests.conftest import ROOT
 
@@ -56,7 +56,7 @@ CASES = [("llama", "sdpa", 7), ("llama", "eager", None), ("mistral", "sdpa", 7),
 def test_every_layout_equals_padded(pairs, llama3_tokenizer, arch, attn, chunk_size):
     torch.manual_seed(0)
     policy = build_policy(llama3_tokenizer, architecture=ARCHITECTURES[arch], attn_implementation=attn)
-    module = SimPOModule(policy, SimPOLoss(), chunk_size=chunk_size)
+    module = SimPOModule(policy, SimPO(), chunk_size=chunk_size)
     results, grads = {}, {}
     for layout in LAYOUTS:
         collate = PreferenceCollator(pad_token_id=0, layout=layout, pack_length=96)
@@ -130,7 +130,7 @@ def test_flex_attention_block_masks_equal_the_dense_masks(pairs, llama3_tokenize
         policy = build_policy(llama3_tokenizer, architecture=ARCHITECTURES[arch], attn_implementation=attn)
         batch = PreferenceCollator(pad_token_id=0, layout="shared_prompt_packed", pack_length=160)(pairs)
         with torch.no_grad():
-            results[attn] = stats(SimPOModule(policy, SimPOLoss(), chunk_size=16), batch)["logp_sum"]
+            results[attn] = stats(SimPOModule(policy, SimPO(), chunk_size=16), batch)["logp_sum"]
     torch.testing.assert_close(results["flex_attention"], results["eager"], **FP32)
 
 

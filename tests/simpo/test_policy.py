@@ -9,8 +9,8 @@ from torch import nn
 
 from simpo.labelled_head import LABELLED_ONLY_MODEL_TYPES
 from simpo.logprobs import sequence_logps
-from simpo.loss import SimPOLoss
 from simpo.module import SimPOModule
+from simpo.objectives import SimPO
 from simpo.policy import build_policy, disable_dropout, resolve_attn_implementation
 from tests.conftest import padded_batch
 
@@ -74,7 +74,7 @@ def test_module_forward_equals_full_logits_path(llama3_tokenizer, arch):
     assert arch in LABELLED_ONLY_MODEL_TYPES
     torch.manual_seed(0)
     policy = build_policy(llama3_tokenizer, architecture=ARCHITECTURES[arch], attn_implementation="eager").double()
-    module = SimPOModule(policy, SimPOLoss())
+    module = SimPOModule(policy, SimPO())
     ids = torch.randint(0, 128000, (4, 12))
     labels = ids.clone()
     labels[:, :5] = -100

@@ -1,0 +1,51 @@
+"""The reference model of an evaluated policy whose objective needs one (DPO, IPO, R-DPO, KTO).
+
+``reference.name_or_path`` when given, else the one its training run used: a checkpoint's config names its
+``reference.name_or_path``, or its initial policy (pretrained, or random-initialised with the run's seed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from simpo.objectives import Objective
+from simpo.policy import build_policy
+from simpo.reference.provider import ModelReference
+
+
+def evaluation_reference(
+    objective: Objective,
+    name_or_path: str | None,
+    training_config: dict[str, Any] | None,
+    tokenizer: PreTrainedTokenizerBase,
+    dtype: str,
+) -> ModelReference | None:
+    """A ``reference=model`` provider for ``objective``, or ``None`` when it needs no reference.
+
+    Raises:
+        ValueError: the objective needs a reference that cannot be found (an ``hf/`` export carries no training
+            config): names ``reference.name_or_path``.
+    """
+    if not objective.needs_reference:
+        return None
+    trained = training_config or {}
+    name = name_or_path or (trained.get("reference") or {}).get("name_or_path")
+    model_cfg = trained.get("model") or {}
+    if name is None and not trained:
+        raise ValueError(
+            f"loss={type(objective).__name__} measures the policy against its reference: set reference.name_or_path "
+            "(the model it was trained from), or evaluate the run's checkpoint (ckpt_path=...) whose config names it"
+        )
+
+    def factory() -> PreTrainedModel:
+        if name is not None:
+            return build_policy(tokenizer, name_or_path=name, dtype=dtype)
+        if model_cfg.get("name_or_path") is not None:
+            return build_policy(tokenizer, name_or_path=model_cfg["name_or_path"], dtype=dtype)
+        L.seed_everything(trained["seed"], verbose=False)  # the run's random initial policy, rebuilt
+        return build_policy(tokenizer, architecture=model_cfg["architecture"], dtype=dtype)
+
+    return ModelReference(factory)

@@ -1,0 +1,77 @@
+"""Build the reference provider of ``reference=`` for an objective that needs one (``reference.mode``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import datasets
+from transformers import PreTrainedModel
+
+from data.tokenizers import cache_root
+from simpo.objectives import Objective
+from simpo.reference import REFERENCE_MODES
+from simpo.reference.collate import ReferenceCollator
+from simpo.reference.identity import policy_identity, table_fingerprint, weights_identity
+from simpo.reference.kl_pairs import KLPartners
+from simpo.reference.provider import AdapterOffReference, CachedReference, ModelReference, ReferenceProvider
+
+
+def check_reference_config(reference: Mapping[str, Any] | None, objective: Objective, adapters: bool) -> str | None:
+    """The reference mode to use (``None`` when the objective needs none).
+
+    Raises:
+        ValueError: the objective needs a reference but ``reference`` is null or its mode unknown, or
+            ``adapter_off`` without adapters (``peft``); names the key.
+    """
+    if not objective.needs_reference:
+        return None
+    name = type(objective).__name__
+    if not reference:
+        raise ValueError(f"loss={name} needs a reference model: set reference=cached (or reference=model)")
+    mode = reference.get("mode")
+    if mode not in REFERENCE_MODES:
+        raise ValueError(f"reference.mode must be one of {list(REFERENCE_MODES)}, not {mode!r}")
+    if mode == "adapter_off" and not adapters:
+        raise ValueError("reference=adapter_off needs LoRA adapters to switch off (peft=lora); use reference=cached")
+    return mode
+
+
+def install_reference_collator(datamodule: Any, objective: Objective, max_length: int) -> None:
+    """Wrap the data module's collator so batches carry ``pair_keys`` (and KTO's mismatched pseudo-pairs); call it
+    after the splits are loaded and before any loader is built."""
+    splits: list[datasets.Dataset] = [datamodule.splits[r] for r in ("train", "val") if r in datamodule.splits]
+    partners = KLPartners(splits, max_length) if objective.needs_kl_pairs else None
+    datamodule.collator = ReferenceCollator(datamodule.collator, partners)
+
+
+def build_reference(
+    mode: str,
+    reference: Mapping[str, Any],
+    factory: Callable[[str | None], PreTrainedModel],
+    fingerprint_parts: dict[str, Any],
+    policy_source: dict[str, Any],
+) -> ReferenceProvider:
+    """The provider of ``mode``.
+
+    Args:
+        mode: ``cached`` | ``model`` | ``adapter_off``.
+        reference: the ``reference`` config section (``name_or_path``: null = the initial policy's weights).
+        factory: builds a model from a weights source (``None``: the initial policy, re-seeded for a random init).
+        fingerprint_parts: what else a cached table depends on (data fingerprints, dtype, precision, KL pairs).
+        policy_source: ``policy_identity`` of the initial policy.
+    """
+    name = reference.get("name_or_path")
+    if mode == "adapter_off":
+        from simpo.adapters import adapters_disabled
+
+        return AdapterOffReference(adapters_disabled)
+    if mode == "model":
+        return ModelReference(lambda: factory(name))
+    weights = weights_identity(name) if name is not None else policy_source
+    parts = {**fingerprint_parts, "reference": weights}
+    path = cache_root() / "reference" / f"{table_fingerprint(parts)}.pt"
+    return CachedReference(path, parts, lambda: factory(name), policy_is_reference=name is None)
+
+
+__all__ = ["build_reference", "check_reference_config", "install_reference_collator", "policy_identity"]

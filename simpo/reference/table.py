@@ -1,0 +1,82 @@
+"""The reference log-prob table: per pair key, the reference's summed log-probs of the chosen and rejected responses
+(and, for KTO, of the two mismatched sequences of ``kl_pairs.py``), stored atomically under a fingerprint of what they
+depend on."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+COLUMNS = ("chosen", "rejected", "kl_chosen", "kl_rejected")
+
+
+class StaleReferenceError(LookupError):
+    """A pair of the batch has no value in the reference table: the table belongs to other data."""
+
+
+@dataclass
+class ReferenceTable:
+    """Reference log-prob sums by pair key.
+
+    Attributes:
+        keys: (N,) int64 pair keys (``keys.pair_key``), unique.
+        values: (N, 4) float64: chosen, rejected, KL-chosen and KL-rejected log-prob sums (NaN where not computed).
+    """
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+    def __post_init__(self) -> None:
+        self._index = {int(key): row for row, key in enumerate(self.keys.tolist())}
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def lookup(self, keys: torch.Tensor) -> torch.Tensor:
+        """(P, 4) float64 values of the pairs ``keys`` (P,).
+
+        Raises:
+            StaleReferenceError: a key is missing.
+        """
+        rows = []
+        for key in keys.tolist():
+            row = self._index.get(int(key))
+            if row is None:
+                raise StaleReferenceError(
+                    f"a pair of this batch has no cached reference log-prob (key {int(key)}): the cache was built for "
+                    "other data; it is never used for pairs it does not cover"
+                )
+            rows.append(row)
+        return self.values[torch.tensor(rows, dtype=torch.long)]
+
+    @classmethod
+    def from_rows(cls, rows: dict[int, list[float]]) -> ReferenceTable:
+        """A table from ``{key: [chosen, rejected, kl_chosen, kl_rejected]}``."""
+        keys = torch.tensor(sorted(rows), dtype=torch.long)
+        values = torch.tensor([rows[k] for k in keys.tolist()], dtype=torch.float64).reshape(-1, len(COLUMNS))
+        return cls(keys, values)
+
+    def save(self, path: Path, meta: dict) -> None:
+        """Write the table (and ``meta``, what it was computed from) to ``path`` atomically."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+        os.close(handle)
+        try:
+            torch.save({"keys": self.keys, "values": self.values, "columns": list(COLUMNS), "meta": meta}, tmp)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @classmethod
+    def load(cls, path: Path) -> tuple[ReferenceTable, dict]:
+        """The table stored at ``path`` and its ``meta``."""
+        stored = torch.load(path, weights_only=True)
+        if stored.get("columns") != list(COLUMNS):
+            raise ValueError(f"{path} is not a reference table of this version (columns {stored.get('columns')})")
+        return cls(stored["keys"], stored["values"]), stored["meta"]
