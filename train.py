@@ -21,7 +21,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.preemption import RunInterrupted
+from callbacks.trainable_checkpoint import TrainableOnlyCheckpoint
 from data.tokenizers import BUNDLED, load_tokenizer
+from simpo.adapters import apply_adapters, check_adapter_settings, quantized_loading
 from simpo.checkpoint_io import AtomicCheckpointIO
 from simpo.config_checks import check_train_config
 from simpo.entrypoint import (
@@ -55,7 +57,8 @@ silence_library_noise()
 
 log = logging.getLogger("train")
 SCHEDULE_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.limit_train_batches", "data.batch_size",
-                 "data.global_batch_size", "trainer.accumulate_grad_batches", "optimizer.warmup_ratio")  # fmt: skip
+                 "data.global_batch_size", "trainer.accumulate_grad_batches", "optimizer.warmup_ratio",
+                 "data.max_tokens_per_batch")  # fmt: skip
 
 
 def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> SimPOModule:
@@ -75,9 +78,15 @@ def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> SimPOModul
         "layout": cfg.data.get("layout", "padded"),
     }
 
+    peft = OmegaConf.to_container(cfg.peft, resolve=True) if cfg.get("peft") else None
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    adapters = check_adapter_settings(peft, cfg.model.name_or_path, fsdp is not None, accelerator) if peft else None
+    gradient_checkpointing = cfg.model.get("gradient_checkpointing", False)
+
     def full_weights() -> dict[str, torch.Tensor]:
         L.seed_everything(cfg.seed, verbose=False)
-        return build_policy(tokenizer, **options).state_dict()
+        policy = build_policy(tokenizer, **options)
+        return (apply_adapters(policy, adapters) if adapters else policy).state_dict()
 
     def reference_model(name_or_path: str | None) -> torch.nn.Module:
         """A reference: ``name_or_path``'s weights, or (None) the initial policy, rebuilt as at the start."""
@@ -103,10 +112,13 @@ def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> SimPOModul
     policy = build_policy(
         tokenizer,
         **options,
-        gradient_checkpointing=cfg.model.get("gradient_checkpointing", False),
+        gradient_checkpointing=gradient_checkpointing,
         compile_layers=cfg.model.get("compile", False),
         empty_init=meta_init,
+        load_kwargs=quantized_loading(adapters),
     )
+    if adapters is not None:
+        policy = apply_adapters(policy, adapters, gradient_checkpointing)
     return SimPOModule(
         policy,
         objective,
@@ -197,6 +209,9 @@ def prepare(cfg: DictConfig) -> PreparedRun:
     datamodule.load("fit")
     module = build_module(cfg, tokenizer, datamodule)
     callbacks = [build(c, key="callbacks") for c in cfg.callbacks.values() if c is not None] if cfg.callbacks else []
+    if cfg.get("peft"):  # checkpoints hold the adapters alone; a resume keeps the rebuilt frozen base
+        callbacks.append(TrainableOnlyCheckpoint())
+        module.strict_loading = False
     loggers = [build(c, key="logger") for c in cfg.logger.values() if c is not None] if cfg.logger else False
     trainer: L.Trainer = build(cfg.trainer, key="trainer", callbacks=callbacks, logger=loggers,
                                plugins=[AtomicCheckpointIO()])  # fmt: skip

@@ -147,6 +147,7 @@ def build_policy(
     compile_layers: bool = False,
     empty_init: bool = False,
     layout: str = "padded",
+    load_kwargs: dict[str, Any] | None = None,
 ) -> PreTrainedModel:
     """Load ``name_or_path`` (hub id or local dir), or build ``architecture`` with random weights.
 
@@ -163,6 +164,7 @@ def build_policy(
         layout: the batch layout (``data.layout``), which ``attn_implementation=auto`` takes into account.
         empty_init: create the parameters on the meta device (no memory, buffers real) for FSDP to shard
             and fill later (``simpo.fsdp.materialize``); the weights are then neither loaded nor initialised.
+        load_kwargs: more ``from_pretrained`` arguments (QLoRA's ``quantization_config`` and ``device_map``).
     """
     torch_dtype = resolve_dtype(dtype)
     if name_or_path is not None:
@@ -186,7 +188,7 @@ def build_policy(
             model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation=attn)
     elif name_or_path is not None:
         model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, config=config, dtype=torch_dtype, attn_implementation=attn
+            name_or_path, config=config, dtype=torch_dtype, attn_implementation=attn, **(load_kwargs or {})
         )
         bad = nonfinite_tensors(model.named_parameters())
         if bad:

@@ -13,6 +13,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from data.tokenizers import BUNDLED, load_tokenizer, override_chat_template
+from simpo.adapters import adapter_base, is_adapter_dir, merge_saved_adapter
 from simpo.evaluation.weights import refuse_nonfinite
 from simpo.policy import build_policy, tokenizer_source
 from simpo.pretrained_source import check_pretrained_source
@@ -60,7 +61,13 @@ def load_policy(
     if tokenizer is not None:
         check_pretrained_source(tokenizer, "model.tokenizer", bundled=tuple(BUNDLED))
     tok = load_tokenizer(tokenizer or name_or_path)
-    model = build_policy(tok, name_or_path=name_or_path, dtype=dtype, attn_implementation=attn_implementation)
+    if is_adapter_dir(name_or_path):  # an adapter-only export (peft.export=adapter): merged onto its base here
+        base = adapter_base(name_or_path)
+        check_pretrained_source(base, f"base_model_name_or_path in {name_or_path}/adapter_config.json")
+        model = build_policy(tok, name_or_path=base, dtype=dtype, attn_implementation=attn_implementation)
+        model = merge_saved_adapter(model, name_or_path)
+    else:
+        model = build_policy(tok, name_or_path=name_or_path, dtype=dtype, attn_implementation=attn_implementation)
     refuse_nonfinite(model, f"model.name_or_path={name_or_path}")
     return LoadedPolicy(model.eval(), tok, _short_name(name_or_path), None)
 
