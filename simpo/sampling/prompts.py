@@ -128,6 +128,8 @@ def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt]) 
             rendered template, or the template writes BOS twice); names the prompt and ``prompts.dataset``.
     """
     require_chat_template(tokenizer)
+    if not prompts:
+        return []
     texts = [tokenizer.apply_chat_template(p.turns, add_generation_prompt=True, tokenize=False) for p in prompts]
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
