@@ -47,27 +47,37 @@ def _logsumexp_(logits: torch.Tensor) -> torch.Tensor:
     return logits.sub_(row_max).exp_().sum(-1).log_().add_(row_max.squeeze(-1))
 
 
-def _logit_grad_(
-    logits: torch.Tensor, lse: torch.Tensor, targets: torch.Tensor, softcap: float | None, scale: torch.Tensor | None
-) -> torch.Tensor:
-    """``scale * d logp[target] / d raw logits`` (C, V), computed in the buffer of the soft-capped ``logits`` (C, V).
+def _softmax_(logits: torch.Tensor) -> torch.Tensor:
+    """Turn the (C, V) ``logits`` into their softmax in place; return the (C,) log-sum-exps."""
+    row_max = logits.amax(-1, keepdim=True)
+    sums = logits.sub_(row_max).exp_().sum(-1, keepdim=True)
+    logits.div_(sums)
+    return sums.log_().add_(row_max).squeeze(-1)
 
-    ``d logp / d capped logits = onehot(target) - softmax``; the soft cap's derivative is ``1 - (z_capped / cap)^2``
-    (a second (C, V) buffer). ``lse`` (C,) are the rows' log-sum-exps, ``scale`` (C,) the incoming gradient or
-    ``None`` for 1.
+
+def _cap_slope(logits: torch.Tensor, softcap: float | None) -> torch.Tensor | None:
+    """``d cap * tanh(z / cap) / dz = 1 - (z_capped / cap)^2`` (C, V) from the soft-capped logits; None uncapped."""
+    return torch.div(logits, softcap).square_().neg_().add_(1.0) if softcap else None
+
+
+def _logit_grad_(
+    probs: torch.Tensor, targets: torch.Tensor, slope: torch.Tensor | None, scale: torch.Tensor | None
+) -> torch.Tensor:
+    """``scale * d logp[target] / d raw logits`` (C, V), computed in the buffer of the softmax ``probs`` (C, V).
+
+    ``d logp / d capped logits = onehot(target) - softmax``, times the soft cap's ``slope`` (C, V) if any;
+    ``scale`` (C,) is the incoming gradient, ``None`` for 1.
     """
-    slope = torch.div(logits, softcap).square_().neg_().add_(1.0) if softcap else None
-    grad = logits.sub_(lse[:, None]).exp_()  # softmax
-    rows = torch.arange(grad.shape[0], device=grad.device)
+    rows = torch.arange(probs.shape[0], device=probs.device)
     if scale is None:
-        grad.neg_()
-        grad[rows, targets] += 1.0
+        probs.neg_()
+        probs[rows, targets] += 1.0
     else:
-        grad.mul_(-scale[:, None])
-        grad[rows, targets] += scale
+        probs.mul_(-scale[:, None])
+        probs[rows, targets] += scale
     if slope is not None:
-        grad.mul_(slope)
-    return grad
+        probs.mul_(slope)
+    return probs
 
 
 def _forward_stats(
@@ -127,8 +137,10 @@ class ChunkedLabelledLogps(torch.autograd.Function):
             end = min(start + chunk_size, hidden.shape[0])
             h = hidden[start:end]
             logits = _chunk_logits(h, weight, softcap)  # (C, V), recomputed
-            grad = _logit_grad_(logits, lse[start:end], targets[start:end], softcap, grad_logps[start:end])
-            del logits
+            slope = _cap_slope(logits, softcap)
+            probs = logits.sub_(lse[start:end, None]).exp_()  # softmax, in the same buffer
+            grad = _logit_grad_(probs, targets[start:end], slope, grad_logps[start:end])
+            del logits, probs, slope
             grad = grad.to(weight.dtype)
             if need_hidden:
                 grad_hidden[start:end] = grad @ weight
@@ -165,19 +177,25 @@ class StoredGradLabelledLogps(torch.autograd.Function):
         vocab_mean, logps = torch.empty_like(target_logits), torch.empty_like(target_logits)
         hidden_part = torch.empty_like(hidden) if need_hidden else None  # (M, H): D @ weight
         stored = weight.new_empty(m, weight.shape[0]) if need_weight else None  # (M, V): D
+        in_place = stored is not None and stored.dtype == dtype  # the logits are formed in D's own rows
         for start in range(0, m, chunk_size):
             end = min(start + chunk_size, m)
-            logits = _chunk_logits(hidden[start:end], weight, softcap)  # (C, V)
+            if in_place:
+                logits = torch.matmul(hidden[start:end], weight.T, out=stored[start:end])  # (C, V)
+                if softcap:
+                    logits.div_(softcap).tanh_().mul_(softcap)
+            else:
+                logits = _chunk_logits(hidden[start:end], weight, softcap)  # (C, V)
             target_logits[start:end] = logits.gather(-1, targets[start:end, None]).squeeze(-1)
             vocab_mean[start:end] = logits.mean(-1)
-            lse = torch.logsumexp(logits, -1)  # (C,); the logits stay for D
-            logps[start:end] = target_logits[start:end] - lse
-            grad = _logit_grad_(logits, lse, targets[start:end], softcap, None).to(weight.dtype)  # D (C, V)
+            slope = _cap_slope(logits, softcap)
+            logps[start:end] = target_logits[start:end] - _softmax_(logits)
+            grad = _logit_grad_(logits, targets[start:end], slope, None).to(weight.dtype)  # D (C, V)
             if need_hidden:
                 hidden_part[start:end] = grad @ weight
-            if need_weight:
+            if need_weight and not in_place:
                 stored[start:end] = grad
-            del logits, grad
+            del logits, grad, slope
         ctx.save_for_backward(hidden if need_weight else None, stored, hidden_part)
         ctx.mark_non_differentiable(vocab_mean)
         return logps, vocab_mean
