@@ -227,5 +227,7 @@ def test_merged_and_adapter_exports_load_evaluate_alike_and_generate(runs, base_
         assert (with_adapter - base_logits).abs().max() > 1e-4  # the adapters learned something
         evaluated = [load_policy(str(d), None).model(input_ids=ids).logits for d in (merged_dir, adapter_dir)]
     assert torch.allclose(evaluated[0], evaluated[1], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"only the adapters .*model\.name_or_path=<run dir>/hf"):
+        load_policy(None, str(runs["straight"] / "checkpoints" / "last.ckpt"))
     generated = merged.generate(ids, max_new_tokens=4, do_sample=False)
     assert generated.shape == (1, ids.shape[1] + 4)

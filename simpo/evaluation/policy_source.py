@@ -100,6 +100,11 @@ def _from_checkpoint(path: Path, dtype: str, attn_implementation: str) -> Loaded
     config = checkpoint.get("hyper_parameters", {}).get("config")
     if config is None:
         raise ValueError(f"ckpt_path={path} holds no training config: was it written by this project's train.py?")
+    if config.get("peft"):
+        raise ValueError(
+            f"ckpt_path={path} holds only the adapters of a peft run (not the frozen base): evaluate the run's export "
+            "instead, model.name_or_path=<run dir>/hf (merged or adapter-only)"
+        )
     model_cfg = config["model"]
     stored = f"in the training config of ckpt_path={path}"
     if model_cfg["name_or_path"] is not None:
