@@ -195,7 +195,8 @@ def prepare(cfg: DictConfig) -> PreparedRun:
                 lines.append("  (the learning-rate schedule is recomputed over the new number of optimizer steps)")
             log.warning("resuming %s at step %d with changed settings (recorded in status.json):\n%s",
                         resume.path, resume.global_step, "\n".join(lines))  # fmt: skip
-    warn_low_precision_weights(cfg.model.dtype, cfg.optimizer.lr)
+    if not cfg.get("peft"):  # adapters are kept in fp32 (peft) whatever the frozen base's dtype
+        warn_low_precision_weights(cfg.model.dtype, cfg.optimizer.lr)
     L.seed_everything(cfg.seed, workers=True)
     source = tokenizer_source(cfg.model.get("tokenizer"), cfg.model.name_or_path)
     check_pretrained_source(source, "model.tokenizer" if cfg.model.get("tokenizer") else "model.name_or_path",
