@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from simpo.chunked_logprobs import HEAD_BACKWARDS
 from simpo.policy import DTYPES
 from simpo.value_checks import is_integer, is_number
 
@@ -46,6 +47,7 @@ RULES: dict[str, Rule] = {
     "model.chunk_size": (lambda v: v is None or (is_integer(v) and v >= 1), "null or a positive integer"),
     "data.max_tokens_per_batch": (lambda v: v is None or (is_integer(v) and v >= 1), "null or a positive integer"),
     "model.dtype": (lambda v: v in DTYPES, f"one of {sorted(DTYPES)}"),
+    "model.head_backward": (lambda v: v in HEAD_BACKWARDS, f"one of {list(HEAD_BACKWARDS)}"),
     "max_nonfinite_steps": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
     "overwrite": (lambda v: isinstance(v, bool), "true or false"),
     "validate_before_training": (lambda v: isinstance(v, bool), "true or false"),

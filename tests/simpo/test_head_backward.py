@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from simpo.chunked_logprobs import chunked_sequence_logps
+from simpo.config_checks import ConfigError, check_train_config
 from simpo.labelled_head import METHOD_NAME, attach_labelled_logps
 from simpo.logprobs import IGNORE_INDEX, SequenceLogps, target_sequence_logps
 from simpo.policy import disable_dropout
@@ -180,3 +181,9 @@ def test_unknown_mode_names_the_key():
 def test_config_default_is_recompute(tmp_path, model):
     overrides = [f"model={model}"] + (["model.name_or_path=x"] if model == "hf" else [])
     assert compose_train(tmp_path, overrides).model.head_backward == "recompute"
+
+
+def test_train_config_check_names_the_key_before_anything_is_built(tmp_path):
+    cfg = compose_train(tmp_path, ["model.head_backward=stash", "model.chunk_size=null"])
+    with pytest.raises(ConfigError, match=r"model\.head_backward must be one of \['recompute', 'store'\]"):
+        check_train_config(cfg)
