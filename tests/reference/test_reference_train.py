@@ -1,0 +1,78 @@
+"""``train.py`` with an objective that needs a reference: the cached table is computed once and reused, equals a
+live frozen reference over training steps, and every bad reference setting is refused naming its key before
+anything is written."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from simpo.config_checks import ConfigError
+from tests.conftest import TINY_OVERRIDES, compose_train
+from train import train
+
+
+def overrides(pairs: Path, *more: str) -> list[str]:
+    return [*TINY_OVERRIDES, f"data.dataset={pairs}", "data.val_size=8", "trainer.max_steps=3",
+            "trainer.val_check_interval=3", "callbacks.model_checkpoint.every_n_train_steps=3", *more]  # fmt: skip
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    with (run_dir / "metrics.csv").open(newline="") as handle:
+        return {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(handle) if r.get("train/loss")}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("simpo_cache")
+
+
+def test_cached_reference_is_computed_once_reused_and_equals_a_live_reference(small_pairs, tmp_path, cache_dir,
+                                                                             monkeypatch, caplog):  # fmt: skip
+    monkeypatch.setenv("SIMPO_CACHE", str(cache_dir))
+    caplog.set_level("INFO")
+    first = train(compose_train(tmp_path / "a", overrides(small_pairs, "loss=dpo", "loss.beta=0.1")))
+    tables = list((cache_dir / "reference").glob("*.pt"))
+    assert len(tables) == 1 and "computed 32 pairs' reference log-probs" in caplog.text
+    assert first["val/rewards/margins"] != 0.0  # the policy moved away from its reference
+
+    caplog.clear()
+    train(compose_train(tmp_path / "b", overrides(small_pairs, "loss=dpo", "loss.beta=0.1")))
+    assert "loaded from" in caplog.text and "computed" not in caplog.text
+    assert list((cache_dir / "reference").glob("*.pt")) == tables  # beta is not part of the key
+
+    train(compose_train(tmp_path / "c", overrides(small_pairs, "loss=dpo", "loss.beta=0.1", "reference=model")))
+    cached, live = losses(tmp_path / "a"), losses(tmp_path / "c")
+    assert sorted(cached) == [0, 1, 2]
+    for step, value in cached.items():
+        assert value == pytest.approx(live[step], abs=1e-6), step
+
+
+def test_other_data_builds_another_table(small_pairs, tmp_path, cache_dir, monkeypatch):
+    from tests.reference.conftest import write_pairs
+
+    monkeypatch.setenv("SIMPO_CACHE", str(cache_dir))
+    other = write_pairs(tmp_path / "other.jsonl", 32, skip=32)
+    before = set((cache_dir / "reference").glob("*.pt")) if (cache_dir / "reference").exists() else set()
+    train(compose_train(tmp_path / "run", overrides(other, "loss=dpo", "trainer.max_steps=2")))
+    assert len(set((cache_dir / "reference").glob("*.pt")) - before) == 1
+
+
+@pytest.mark.parametrize(
+    ("more", "error", "match"),
+    [
+        (["loss=dpo", "~reference"], ValueError, r"loss=DPO needs a reference model: set reference=cached"),
+        (["loss=ipo", "reference.mode=frozen"], ValueError, r"reference\.mode must be one of"),
+        (["loss=dpo", "reference.name_or_path=./no/such/model"], FileNotFoundError, r"reference\.name_or_path"),
+        (["loss=kto", "reference=adapter_off"], ValueError, r"reference=adapter_off needs LoRA adapters"),
+        (["loss=dpo", "loss.beta=0"], ValueError, r"loss\.beta must be a (positive number|number > 0)"),
+        (["loss=ipo", "loss.tau=-1"], ValueError, r"loss\.tau must be a number > 0"),
+    ],
+)
+def test_bad_reference_settings_are_refused_before_anything_is_written(small_pairs, tmp_path, more, error, match):
+    run_dir = tmp_path / "run"
+    with pytest.raises((error, ConfigError), match=match):
+        train(compose_train(run_dir, overrides(small_pairs, *more)))
+    assert not run_dir.exists() or not any(run_dir.iterdir())
