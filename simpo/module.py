@@ -209,17 +209,22 @@ class SimPOModule(L.LightningModule):
         return out.loss
 
     def _log_train_window(self, metrics: dict[str, torch.Tensor], n_pairs: int, batch_idx: int) -> None:
-        """Log ``train/*`` once per optimizer step: the pair-weighted mean over its accumulated micro-batches
-        (and, with ``sync_dist``, over processes, which all hold as many pairs)."""
+        """Log ``train/*`` once per optimizer step: the pair-weighted mean over its accumulated micro-batches and over
+        processes (which may hold different numbers of pairs under ``data.max_tokens_per_batch``): one all-reduce of
+        the pair-weighted sums and the pair count."""
         for name, value in metrics.items():
             self._window[name] = self._window.get(name, 0.0) + value * n_pairs
         self._window_pairs += n_pairs
         trainer = self.trainer
         if not ends_accumulation_window(batch_idx, trainer.accumulate_grad_batches, trainer.num_training_batches):
             return  # more micro-batches before the optimizer step
-        means = {f"train/{name}": total / self._window_pairs for name, total in self._window.items()}
+        names = list(self._window)
+        sums = torch.stack([torch.as_tensor(self._window[n], dtype=torch.float32, device=self.device) for n in names])
+        pairs = torch.tensor([float(self._window_pairs)], device=self.device)
+        totals = self.trainer.strategy.reduce(torch.cat([sums, pairs]), reduce_op="sum")
+        means = {f"train/{name}": totals[i] / totals[-1] for i, name in enumerate(names)}
         self._window_loss = means["train/loss"]
-        self.log_dict(means, on_step=True, on_epoch=False, sync_dist=True)
+        self.log_dict(means, on_step=True, on_epoch=False)
         self._window, self._window_pairs = {}, 0
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
