@@ -24,8 +24,10 @@ def test_help_lists_groups_and_knobs():
     out = run_cli("--help")
     assert out.returncode == 0, out.stderr
     for text in ("model.name_or_path", "data.dataset", "loss.gamma_beta_ratio", "optimizer.warmup_ratio",
-                 "logger=csv|tensorboard|wandb", "ckpt_path", "trainer", "experiment: gemma-2-9b-it-simpo",
-                 "hparams_search: simpo_grid, simpo_optuna"):  # fmt: skip
+                 "logger=csv|tensorboard|wandb", "ckpt_path", "trainer",
+                 "experiment: gemma-2-9b-it-dpo, gemma-2-9b-it-simpo", "hparams_search: cpo_grid, dpo_grid",
+                 "loss: cpo, dpo, ipo, kto, orpo, rdpo, rrhf, simpo, slic",
+                 "reference=cached|model|adapter_off", "loss.tau=", "experiment=setting/<setting>"):  # fmt: skip
         assert text in out.stdout, text
 
 
