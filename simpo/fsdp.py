@@ -134,6 +134,23 @@ class AtomicModelParallelStrategy(ModelParallelStrategy):
             self._data_parallel_size = self.world_size
         super().setup_environment()
 
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        """A module with ``strict_loading = False`` (adapter runs: the checkpoint holds the trainable weights only)
+        loads a sharded checkpoint partially: the weights it lacks keep their current (rebuilt) values."""
+        if self.lightning_module is None or self.lightning_module.strict_loading:
+            return super().load_checkpoint(checkpoint_path, weights_only)
+        from lightning.fabric.strategies import model_parallel
+        from torch.distributed.checkpoint import DefaultLoadPlanner, load
+
+        original = model_parallel._distributed_checkpoint_load
+        model_parallel._distributed_checkpoint_load = lambda state, path: load(
+            state, checkpoint_id=path, planner=DefaultLoadPlanner(allow_partial_load=True)
+        )
+        try:
+            return super().load_checkpoint(checkpoint_path, weights_only)
+        finally:
+            model_parallel._distributed_checkpoint_load = original
+
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
         target = Path(self.broadcast(str(filepath)))
         tmp = target.with_name(f".{target.name}.tmp")
