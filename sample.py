@@ -4,19 +4,23 @@ compose config -> prompts (deduplicated, sorted by id, single BOS checked) -> ge
 the policy -> score each with a reward model -> binarize (chosen = best, rejected = worst) -> ``train_prefs.jsonl``,
 ``test_prefs.jsonl``, ``report.json`` and ``report.png`` in ``output_dir``, which ``python train.py
 data.dataset=<output_dir>`` trains on. Each stage writes atomic shards and skips finished ones, so the same command
-resumes after a crash; processes started with ``RANK`` / ``WORLD_SIZE`` (torchrun) split the shards.
+resumes after a crash; processes started with ``RANK`` / ``WORLD_SIZE`` (torchrun) split the shards. SIGINT (Ctrl-C)
+or SIGTERM stops at once, dropping the shard in flight whole, logs how to resume and exits with 128 + the signal.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -32,6 +36,7 @@ from simpo.sampling.report import stage_totals, summary_lines, write_report
 from simpo.sampling.score import Scorer, run_score
 from simpo.sampling.settings import check_sample_config, decoding, resolve_device
 from simpo.sampling.shards import MANIFEST, ShardPlan, ShardStore, check_manifest, process_rank, write_json_atomic
+from simpo.sampling.stop import GracefulStop, SamplingInterrupted, deferred
 
 log = logging.getLogger("sample")
 register_resolvers()
@@ -192,13 +197,15 @@ def finish(cfg: DictConfig, run: Prepared) -> dict[str, Any]:
         },
     }
     all_scores = [response["score"] for row in rows for response in row["responses"]]
-    write_report(output_dir, report, result.pairs, all_scores)
+    with deferred():  # a stop signal waits until the report and both splits are written
+        write_report(output_dir, report, result.pairs, all_scores)
+        if result.pairs:
+            write_splits(output_dir, splits)
     if not result.pairs:
         raise ValueError(
             f"no prompt kept a pair (dropped: {dict(result.dropped)}; see {output_dir / 'report.json'}): the reward "
             "model cannot tell the responses apart, or the samples are all alike (raise generate.temperature)"
         )
-    write_splits(output_dir, splits)
     for line in summary_lines(report):
         log.info(line)
     log.info("wrote %s: train with `python train.py data.dataset=%s`", output_dir, output_dir)
@@ -210,7 +217,35 @@ def sample(cfg: DictConfig) -> dict[str, Any] | None:
 
     Every input is checked before anything is written (``prepare``): the keys, the prompts (single BOS), the
     policy, the reward model, and that the shards already in ``output_dir`` were made with the same settings.
+
+    Raises:
+        SamplingInterrupted: SIGINT or SIGTERM arrived (exit status 128 + signal); the shard in flight was dropped
+            whole, and the same call again resumes (logged with the shards done).
     """
+    with GracefulStop():
+        try:
+            return run_stages(cfg)
+        except SamplingInterrupted as stop:
+            log.warning("%s: stopped; %s. The shard in progress was dropped whole (no partial file); run the same "
+                        "command again to resume (finished shards are skipped)", stop, shards_done(cfg))  # fmt: skip
+            raise
+
+
+def shards_done(cfg: DictConfig) -> str:
+    """``generate 3/12 shards, score 0/12`` for ``cfg.output_dir`` (what a stopped run leaves for the rerun)."""
+    output_dir = Path(cfg.output_dir)
+    manifest = output_dir / MANIFEST
+    if not manifest.is_file():
+        return f"nothing written to output_dir={output_dir} yet"
+    prompts = json.loads(manifest.read_text())["prompts"]
+    total = ShardPlan(prompts["count"], prompts["shard_size"]).num_shards
+    stores = [ShardStore(output_dir, stage) for stage in ("generate", "score")]
+    done = {store.stage: len(list(store.directory.glob("shard-*.json"))) for store in stores}
+    return ", ".join(f"{stage} {count}/{total} shards" for stage, count in done.items())
+
+
+def run_stages(cfg: DictConfig) -> dict[str, Any] | None:
+    """``sample`` without the signal handling."""
     run = prepare(cfg)
     device = resolve_device(cfg.device)
     output_dir, plan = Path(cfg.output_dir), run.plan
@@ -245,9 +280,15 @@ def sample(cfg: DictConfig) -> dict[str, Any] | None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point; an error that names its cause ends the process with that one line and status 1."""
+    """Hydra entry point; an error that names its cause ends the process with that one line and status 1; a stop
+    signal logs the command that resumes and exits with 128 + its number (130 SIGINT, 143 SIGTERM)."""
     with user_errors_as_messages(log):
-        sample(cfg)
+        try:
+            sample(cfg)
+        except SamplingInterrupted:
+            overrides = " ".join(shlex.quote(o) for o in HydraConfig.get().overrides.task)
+            log.warning("resume with: python sample.py %s", overrides)
+            raise
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Shards: the sorted prompts cut into groups of ``shards.size``, each stage's output written one shard per file.
 
 A shard file is written to a temporary name and renamed into place, so it either holds the whole shard or does not
-exist: a run that crashes or is killed (SIGTERM, SIGKILL) loses at most the shards in progress, and a rerun skips
-every shard whose file exists. Processes split the shards round-robin by rank (``RANK`` / ``WORLD_SIZE``, as
-torchrun sets them): shard ``i`` belongs to rank ``i % world``, so no prompt is done twice or left out.
+exist: a run that crashes, is stopped (SIGINT, SIGTERM: ``stop.py``) or killed (SIGKILL) loses at most the shards
+in progress, and a rerun skips every shard whose file exists. Processes split the shards round-robin by rank
+(``RANK`` / ``WORLD_SIZE``, as torchrun sets them): shard ``i`` belongs to rank ``i % world``, so no prompt is done
+twice or left out.
 ``manifest.json`` records the settings the shards were made with; a rerun with other settings is refused rather
 than mixing shards of two runs.
 """
@@ -17,26 +18,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from simpo.sampling.stop import deferred
+
 MANIFEST = "manifest.json"
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
-    """Write ``value`` as JSON to ``path`` through a temporary file and a rename (never half a file)."""
+    """Write ``value`` as JSON to ``path`` through a temporary file and a rename (never half a file; a stop signal
+    waits for the rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w") as handle:
-        json.dump(value, handle, ensure_ascii=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    with deferred():
+        with tmp.open("w") as handle:
+            json.dump(value, handle, ensure_ascii=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    """Write ``text`` to ``path`` through a temporary file and a rename (a stop signal waits for the rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with deferred():
+        tmp.write_text(text)
+        tmp.replace(path)
 
 
 def process_rank() -> tuple[int, int]:
