@@ -1,6 +1,6 @@
 """``sample.py`` stopped while it generates (SIGTERM: a clean stop; SIGKILL: no chance to clean up), then the same
 command again: the final rows equal an uninterrupted run's, with no prompt lost or repeated, and no half-written
-shard is ever visible. The real processes take ~45 s each (Python start-up on a loaded CPU), so they are slow tests;
+shard is ever visible. The real processes take 25-30 s each (Python start-up on a loaded CPU), so they are slow tests;
 the default suite sends SIGTERM to a ``sample()`` running in the test process, and checks the deferred write."""
 
 from __future__ import annotations
