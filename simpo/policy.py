@@ -200,6 +200,9 @@ def build_policy(
         model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation=attn)
     check_tokenizer_matches(model.config, tokenizer, model.get_input_embeddings().num_embeddings)
     disable_dropout(model)
+    # from_pretrained returns the model in eval mode and Lightning no longer switches it to train mode; the
+    # transformers layers only checkpoint activations in train mode (dropout is off either way).
+    model.train()
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False

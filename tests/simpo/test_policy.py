@@ -36,6 +36,17 @@ def test_random_init_save_and_reload(llama3_tokenizer, tmp_path, arch):
     assert torch.equal(model(input_ids=ids).logits, reloaded(input_ids=ids).logits)
 
 
+def test_a_loaded_policy_trains_in_train_mode_so_gradient_checkpointing_applies(llama3_tokenizer, tmp_path):
+    build_policy(llama3_tokenizer, architecture=ARCHITECTURES["llama"]).save_pretrained(tmp_path)
+    loaded = build_policy(llama3_tokenizer, name_or_path=str(tmp_path), gradient_checkpointing=True)
+    assert loaded.training and all(m.training for m in loaded.modules())  # from_pretrained returns eval mode
+    mlp, calls = loaded.model.layers[0].mlp, []
+    forward = mlp.forward
+    mlp.forward = lambda *args, **kwargs: calls.append(1) or forward(*args, **kwargs)
+    loaded(input_ids=torch.tensor([[128000, 9906, 1917]])).logits.sum().backward()
+    assert len(calls) == 2  # checkpointed: the layer ran in forward and again in backward (in eval mode: once)
+
+
 def test_dropout_is_disabled_everywhere():
     model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.3))
     model[0].attention_dropout = 0.2  # what HF attention modules copy from their config
