@@ -76,3 +76,16 @@ def test_bad_reference_settings_are_refused_before_anything_is_written(small_pai
     with pytest.raises((error, ConfigError), match=match):
         train(compose_train(run_dir, overrides(small_pairs, *more)))
     assert not run_dir.exists() or not any(run_dir.iterdir())
+
+
+def test_lora_reference_defaults_to_adapters_off_and_equals_the_cached_base(small_pairs, tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMPO_CACHE", str(tmp_path / "cache"))
+    assert compose_train(tmp_path / "x", ["peft=lora"]).reference.mode == "adapter_off"
+    assert compose_train(tmp_path / "x", ["peft=lora", "reference=cached"]).reference.mode == "cached"
+    more = ["peft=lora", "optimizer.lr=1e-2", "loss=dpo", "loss.beta=0.1"]
+    train(compose_train(tmp_path / "off", overrides(small_pairs, *more)))
+    train(compose_train(tmp_path / "cached", overrides(small_pairs, *more, "reference=cached")))
+    off, cached = losses(tmp_path / "off"), losses(tmp_path / "cached")
+    assert sorted(off) == [0, 1, 2] and off[2] != off[0]  # the adapters trained away from the base
+    for step, value in off.items():
+        assert value == pytest.approx(cached[step], abs=1e-6), step
