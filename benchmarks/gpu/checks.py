@@ -91,6 +91,10 @@ class Context:
     def remaining(self) -> float:
         return self.deadline - time.time()
 
+    @staticmethod
+    def log(*parts: Any) -> None:
+        log(*parts)
+
     def flush(self) -> None:
         tmp = self.result_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.result, indent=1, default=str))
@@ -152,6 +156,8 @@ def environment(ctx: Context) -> None:
         "dill",
         "multiprocess",
         "llama-models",
+        "peft",
+        "bitsandbytes",
         "tiktoken",
         "huggingface-hub",
         "safetensors",
@@ -191,6 +197,8 @@ def environment(ctx: Context) -> None:
         "simpo.fsdp",
         "callbacks.throughput",
         "benchmarks.gpu.step_recorder",
+        "benchmarks.gpu.step_bench",
+        "peft",
     ):
         try:
             __import__(module)
@@ -226,18 +234,6 @@ def _matmul_tflops(n: int = 8192, repeats: int = 10) -> float:
 
 # ----------------------------------------------------------------------------------------------- a. exactness
 
-TINY_LLAMA = {
-    "model_type": "llama",
-    "hidden_size": 64,
-    "intermediate_size": 192,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 1024,
-    "rope_theta": 500000.0,
-    "tie_word_embeddings": True,
-}  # the bundled default (conf/model/tiny_llama.yaml)
-
 
 @check("exactness", "a. Exactness: step-0 loss on the device vs a float64 CPU reference", 150)
 def exactness(ctx: Context) -> None:
@@ -249,6 +245,7 @@ def exactness(ctx: Context) -> None:
 
     import lightning as L
     import torch
+    from step_bench import TINY_LLAMA
     from torch.utils.data import DataLoader
 
     from data.datamodule import PreferenceDataModule
@@ -443,20 +440,10 @@ def flops_per_token(n_params: int, layers: int, heads: int, head_dim: int, seq: 
 
 def training_data(ctx: Context, setting: TrainSetting) -> Path:
     """Synthetic preference rows (``simpo_vs_trl.synthesise_rows``: prompts about a quarter, responses about three
-    quarters of ``seq`` tokens) for every step of the runs, written once per setting and reused."""
-    data_dir = ctx.work / f"data-{setting.seq}"
-    path = data_dir / "train_prefs.jsonl"
-    if not path.is_file():
-        from simpo_vs_trl import synthesise_rows
+    quarters of ``seq`` tokens) for every step of the runs, written once per length and shared with the comparisons."""
+    from step_bench import synthetic_data
 
-        from data.tokenizers import load_tokenizer
-
-        rows = synthesise_rows(setting.pairs * (setting.steps + 2), setting.seq, load_tokenizer("llama3"), seed=0)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-        tmp.replace(path)
-    return data_dir
+    return synthetic_data(ctx.work, setting.seq, setting.pairs * (setting.steps + 2))
 
 
 def train_overrides(
@@ -710,46 +697,21 @@ def throughput(ctx: Context) -> None:
     )
 
 
-@check("chunked_head", "c. Chunked head vs full logits: 1B, 2048 tokens, peak memory and step time", RUN_CAP_S + 30)
-def chunked_head(ctx: Context) -> None:
-    """The same ``train.py`` run as check b's ``sdpa-ckpt`` with ``model.chunk_size=null`` (full (2B, T, V) logits),
-    against the chunked head's run (reused from check b, or run here if b left none)."""
-    setting = train_setting(ctx)
-    chunked_path = ctx.work / "runs" / "sdpa-ckpt" / "summary.json"
-    runs = []
-    if not ctx.quick and chunked_path.is_file() and json.loads(chunked_path.read_text()).get("steps_measured"):
-        runs.append(json.loads(chunked_path.read_text()) | {"reused_from": "throughput"})
-    todo = [("sdpa-ckpt-full-logits", None)] + ([] if runs else [("sdpa-ckpt", 1024)])
-    for index, (name, chunk_size) in enumerate(todo):
-        runs.append(run_train(ctx, name, setting, True, chunk_size, run_budget(ctx, len(todo) - index, RUN_CAP_S)))
-        ctx.update(runs=runs)
-    runs.sort(key=lambda r: r.get("chunk_size") is None)  # chunked first
-    ctx.table("runs", run_table(runs))
-    if ctx.quick:
-        ctx.finish("pass", "composed the train.py runs (quick: nothing trained)")
-        return
-    chunked, full = runs
-    errors = [
-        f"{r['name']}: {r['status']}" for r in runs if not r["status"].startswith("ok") or not r.get("steps_measured")
-    ]
-    if errors:
-        ctx.judge([], "", errors)
-        return
-    failures: list[str] = []
-    memory = full["peak_memory_gb"] / chunked["peak_memory_gb"] if chunked.get("peak_memory_gb") else None
-    speed = full["step_s"] / chunked["step_s"] if chunked.get("step_s") else None
-    ctx.update(full_over_chunked_memory=memory, full_over_chunked_step_time=speed)
-    if memory is not None and memory < 1.0:
-        failures.append(f"the chunked head used more memory than full logits ({1 / memory:.2f}x)")
-    summary = (
-        f"full logits: {memory:.2f}x the chunked head's peak memory "
-        f"({full['peak_memory_gb']:.1f} vs {chunked['peak_memory_gb']:.1f} GB), {speed:.2f}x its step time"
-    )
-    ctx.judge(failures, summary)
+# ----------------------------------------------------------------------------------------------- c to g
+# The in-process comparisons (comparisons.py), after check b in the order they run: the most valuable first, so that a
+# short budget drops the last ones. Later issues add their checks here or in comparisons.py.
 
+from comparisons import chunked_head, dpo_reference, layouts, lora_vs_full, qlora  # noqa: E402
 
-# ----------------------------------------------------------------------------------------------- d. later checks
-# Later issues add their checks here (see the module docstring), e.g. flash-attention, packed layouts, compile.
+check("qlora", "d. QLoRA: a tiny pretrained Llama in 4-bit NF4 trains its adapters (bitsandbytes, bf16)", 90)(qlora)
+check("layouts", "e. Batch layouts: 1B Llama, bf16-mixed, 2 pairs x 2048 tokens, padded vs packed layouts", 150)(
+    layouts
+)
+check("chunked_head", "c. The head: chunked (recompute / store) vs full logits, 1B, 2048 tokens", 100)(chunked_head)
+check("dpo_reference", "f. Reference cost: SimPO vs DPO with reference=cached / model, 1B, 2048 tokens", 110)(
+    dpo_reference
+)
+check("lora_vs_full", "g. LoRA vs full fine-tuning: 1B, bf16, 2048 tokens", 90)(lora_vs_full)
 
 
 # ----------------------------------------------------------------------------------------------- main

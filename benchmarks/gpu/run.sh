@@ -6,7 +6,7 @@
 # 1. installs the carried wheels (.gpu-wheels/, made by fetch_wheels.sh) that this Python lacks, offline, into a
 #    private folder on PYTHONPATH (nothing of the machine's own environment is replaced);
 # 2. runs benchmarks/gpu/run_checks.py: every check in its own process with its own timeout, all within the
-#    budget (default 480 s, counted from here), writing OUT/report.md, report.json, log.txt and profile.md.
+#    budget (default 450 s, counted from here), writing OUT/report.md, report.json, log.txt and profile.md.
 set -uo pipefail
 OUT=${1:?usage: bash benchmarks/gpu/run.sh OUT [run_checks.py options]}
 shift
