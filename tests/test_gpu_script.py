@@ -1,13 +1,16 @@
 """The GPU session script (benchmarks/gpu/run.sh) rehearsed on the CPU, so that the one GPU run is right the first time.
 
-The default test runs the whole script in its test-suite size (``--quick``: check a on the CPU with fp32 only, the
-``train.py`` runs of checks b and c composed and config-checked, not trained) with CUDA hidden, and reads the
-report. ``-m slow`` trains the tiny rehearsal through ``train.py``; ``-m gpu`` runs the real thing on a GPU.
+The ``slow`` tests run the whole script in its test-suite size (``--quick``: check a on the CPU with fp32 only, the
+``train.py`` runs of check b composed and config-checked, not trained, the in-process comparisons c to g training a
+tiny Llama for 2 steps per variant, QLoRA rehearsed with LoRA) with CUDA hidden, and read the report; one more trains
+the full rehearsal through ``train.py``. ``-m gpu`` runs the real thing on a GPU. The default tests are the runner's
+own logic.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -19,7 +22,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
 
-CUDA_CHECKS = ("exactness", "throughput", "chunked_head")
+CUDA_CHECKS = ("exactness", "throughput", "qlora", "layouts", "chunked_head", "dpo_reference", "lora_vs_full")
+COMPARISONS = {  # check: its variants, in the order they run
+    "layouts": ["padded", "shared_prompt_packed", "packed"],
+    "chunked_head": ["chunked recompute", "chunked store", "full logits"],
+    "dpo_reference": ["simpo", "dpo cached", "dpo model"],
+    "lora_vs_full": ["full", "lora r16"],
+}
 OUT_FILES = ("report.md", "report.json", "log.txt", "profile.md")
 
 
@@ -50,7 +59,7 @@ def run_script(tmp: Path, *args: str, hide_cuda: bool = True, timeout: int = 600
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    return run_script(tmp_path_factory.mktemp("gpu_quick"), "--quick")
+    return run_script(tmp_path_factory.mktemp("gpu_quick"), "--quick", "--budget", "1200", timeout=1500)
 
 
 @pytest.mark.slow  # the CPU rehearsal takes about a minute
@@ -100,14 +109,43 @@ def test_exactness_rehearsal_compares_against_float64(quick):
 
 @pytest.mark.slow  # the CPU rehearsal takes about a minute
 def test_train_runs_are_composed_with_the_step_recorder(quick):
-    checks = quick[1]["checks"]
-    names = [r["name"] for r in checks["throughput"]["results"]["runs"]]
-    assert names == ["sdpa-ckpt", "sdpa"]
-    heads = {r["name"]: r["chunk_size"] for r in checks["chunked_head"]["results"]["runs"]}
-    assert heads == {"sdpa-ckpt": 1024, "sdpa-ckpt-full-logits": None}
-    for run in checks["throughput"]["results"]["runs"] + checks["chunked_head"]["results"]["runs"]:
+    runs = quick[1]["checks"]["throughput"]["results"]["runs"]
+    assert [r["name"] for r in runs] == ["sdpa-ckpt", "sdpa"]
+    for run in runs:
         assert run["status"] == "composed" and "step_recorder" in run["callbacks"], run
         assert run["strategy"] == "simpo.fsdp.AtomicModelParallelStrategy"
+
+
+@pytest.mark.slow  # the CPU rehearsal takes a few minutes
+def test_comparisons_train_every_variant_on_identical_weights(quick):
+    checks = quick[1]["checks"]
+    for name, variants in COMPARISONS.items():
+        runs = checks[name]["results"]["runs"]
+        assert [r["name"] for r in runs] == variants, name
+        for run in runs:
+            assert run["status"] == "ok" and run["steps_recorded"] == 2 and run["losses_finite"], run
+            assert run["step_s"] > 0 and run["tokens_per_sec"] > 0, run
+        assert "| variant |" in checks[name]["tables"]["runs"]
+    first = {r["losses"][0] for name in ("layouts", "chunked_head") for r in checks[name]["results"]["runs"]}
+    assert max(first) - min(first) <= 1e-4 * max(1.0, abs(min(first)))  # same weights and pairs, fp32: one loss
+    reference = {r["name"]: r for r in checks["dpo_reference"]["results"]["runs"]}
+    for name in ("dpo cached", "dpo model"):  # policy == reference at step 0: -log sigmoid(0) = ln 2
+        assert reference[name]["losses"][0] == pytest.approx(math.log(2), abs=1e-5), reference[name]
+    assert reference["dpo cached"]["reference_pass_s"] > 0 and reference["dpo model"]["reference_pass_s"] is None
+    lora = {r["name"]: r for r in checks["lora_vs_full"]["results"]["runs"]}
+    assert lora["lora r16"]["trainable_params"] < 0.05 * lora["full"]["trainable_params"]
+
+
+@pytest.mark.slow  # the CPU rehearsal takes a few minutes
+def test_qlora_check_is_refused_on_cpu_and_rehearsed_with_lora(quick):
+    check = quick[1]["checks"]["qlora"]
+    assert check["status"] == "skipped: no CUDA", check
+    results = check["results"]
+    assert "needs a CUDA GPU" in results["qlora_refused_on_cpu"]
+    (run,) = results["runs"]
+    assert run["name"] == "lora r16" and run["status"] == "ok" and run["losses_finite"], run
+    assert run["adapters_moved"] and run["linear4bit_modules"] == 0
+    assert (Path(results["base"]) / "config.json").is_file()  # a real save_pretrained directory, loaded from disk
 
 
 def test_a_check_past_its_timeout_is_killed_and_reported(tmp_path):
@@ -139,14 +177,40 @@ def test_mfu_counts_6n_plus_attention():
 
 @pytest.mark.slow
 def test_full_cpu_rehearsal_trains_through_train_py(tmp_path):
-    """Every check at its CPU rehearsal size: check a with bf16-mixed too, b and c train a tiny Llama with FSDP2."""
-    out, report = run_script(tmp_path, "--budget", "900", timeout=1200)
+    """Every check at its CPU rehearsal size: check a with bf16-mixed too, b trains a tiny Llama with FSDP2 through
+    ``train.py``, the comparisons train a hidden-256 Llama for 3 steps per variant."""
+    out, report = run_script(tmp_path, "--budget", "1800", timeout=2400)
     for name in CUDA_CHECKS:
         assert report["checks"][name]["status"] == "skipped: no CUDA", report["checks"][name]
-    runs = report["checks"]["throughput"]["results"]["runs"] + report["checks"]["chunked_head"]["results"]["runs"]
-    for run in runs:
+    for run in report["checks"]["throughput"]["results"]["runs"]:
         assert run["status"] == "ok" and run["steps_measured"] >= 1 and run["tokens_per_sec"] > 0, run
+    for name in COMPARISONS:
+        assert {r["status"] for r in report["checks"][name]["results"]["runs"]} == {"ok"}, name
     assert "| operator |" in (out / "profile.md").read_text()
+
+
+def test_exit_status_accepts_only_skips_for_what_the_machine_lacks():
+    from run_checks import acceptable
+
+    assert acceptable("pass") and acceptable("skipped: no CUDA") and acceptable("skipped: bitsandbytes not available")
+    for status in ("fail", "error", "timeout", "skipped: out of time budget"):
+        assert not acceptable(status), status
+
+
+def test_equivalent_variants_must_start_from_the_same_loss():
+    from comparisons import same_first_loss
+
+    runs = [
+        {"name": "a", "status": "ok", "losses": [0.70, 0.60]},
+        {"name": "b", "status": "ok", "losses": [0.705, 0.61]},  # 5e-3 from a
+        {"name": "c", "status": "error: OOM"},  # not compared
+    ]
+    assert same_first_loss(runs, 1e-2) == []
+    assert [f.split(":")[0] for f in same_first_loss(runs, 1e-3)] == ["b"]
+    assert runs[1]["first_loss_error"] == pytest.approx(0.005)
+    # against ln 2 = 0.693147: a is 6.9e-3 off, b 1.19e-2
+    assert [f.split(":")[0] for f in same_first_loss(runs, 1e-2, expected=math.log(2))] == ["b"]
+    assert len(same_first_loss(runs, 5e-3, expected=math.log(2))) == 2
 
 
 @pytest.mark.gpu
