@@ -22,7 +22,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
 
-CUDA_CHECKS = ("exactness", "throughput", "qlora", "layouts", "chunked_head", "dpo_reference", "lora_vs_full")
+CUDA_CHECKS = (
+    "exactness",
+    "throughput",
+    "qlora",
+    "qlora_test",
+    "layouts",
+    "chunked_head",
+    "dpo_reference",
+    "lora_vs_full",
+)
 COMPARISONS = {  # check: its variants, in the order they run
     "layouts": ["padded", "shared_prompt_packed", "packed"],
     "chunked_head": ["chunked recompute", "chunked store", "full logits"],
@@ -146,6 +155,9 @@ def test_qlora_check_is_refused_on_cpu_and_rehearsed_with_lora(quick):
     assert run["name"] == "lora r16" and run["status"] == "ok" and run["losses_finite"], run
     assert run["adapters_moved"] and run["linear4bit_modules"] == 0
     assert (Path(results["base"]) / "config.json").is_file()  # a real save_pretrained directory, loaded from disk
+    test = quick[1]["checks"]["qlora_test"]["results"]  # tests/test_lora_gpu.py, run by pytest, skips itself
+    assert test["returncode"] == 0 and test["pytest"].startswith("1 skipped"), test
+    assert test["skipped"] == ["SKIPPED [1] tests/test_lora_gpu.py:20: QLoRA needs a CUDA GPU"]
 
 
 def test_a_check_past_its_timeout_is_killed_and_reported(tmp_path):

@@ -704,6 +704,41 @@ def throughput(ctx: Context) -> None:
 from comparisons import chunked_head, dpo_reference, layouts, lora_vs_full, qlora  # noqa: E402
 
 check("qlora", "d. QLoRA: a tiny pretrained Llama in 4-bit NF4 trains its adapters (bitsandbytes, bf16)", 90)(qlora)
+
+
+@check("qlora_test", "d2. The GPU-marked QLoRA test: pytest -m gpu tests/test_lora_gpu.py (train.py, peft=qlora)", 100)
+def qlora_test(ctx: Context) -> None:
+    """``python -m pytest -m gpu tests/test_lora_gpu.py``: ``train.py peft=qlora`` on a tiny pretrained Llama (the
+    production path: Hydra config, 4-bit base, adapter-only checkpoint, merged and adapter-only exports). It skips
+    itself without CUDA or bitsandbytes; this check reports which."""
+    report = ctx.work / "qlora-test.xml"
+    command = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "-rs",
+               f"--junitxml={report}", "tests/test_lora_gpu.py"]  # fmt: skip
+    log("running " + " ".join(command))
+    try:
+        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=max(ctx.remaining() - 5, 1))
+    except subprocess.TimeoutExpired as error:
+        out = error.stdout if isinstance(error.stdout, str) else (error.stdout or b"").decode(errors="replace")
+        print(out[-6000:], flush=True)
+        ctx.finish("error", f"pytest did not finish in {error.timeout:.0f} s")
+        return
+    print(proc.stdout[-6000:], proc.stderr[-2000:], flush=True)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    summary = lines[-1] if lines else f"no output (exit {proc.returncode})"
+    skip_reasons = [line for line in lines if line.startswith("SKIPPED")]
+    ctx.update(returncode=proc.returncode, pytest=summary, skipped=skip_reasons)
+    if proc.returncode != 0:
+        ctx.finish("fail", f"pytest exited with {proc.returncode}: {summary}")
+    elif " passed" in summary and " skipped" not in summary:
+        ctx.finish("pass", summary)
+    elif any("bitsandbytes" in line for line in skip_reasons) and ctx.cuda:
+        ctx.finish("skipped: bitsandbytes not available", summary)
+    elif not ctx.cuda and " skipped" in summary:
+        ctx.finish("pass", f"pytest skipped it as it should without CUDA: {summary}")
+    else:
+        ctx.finish("error", f"unexpected pytest result: {summary}")
+
+
 check("layouts", "e. Batch layouts: 1B Llama, bf16-mixed, 2 pairs x 2048 tokens, padded vs packed layouts", 150)(
     layouts
 )
