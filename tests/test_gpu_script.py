@@ -68,7 +68,8 @@ def run_script(tmp: Path, *args: str, hide_cuda: bool = True, timeout: int = 600
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    return run_script(tmp_path_factory.mktemp("gpu_quick"), "--quick", "--budget", "1200", timeout=1500)
+    return run_script(tmp_path_factory.mktemp("gpu_quick"), "--quick", "--budget", "1200", "--timeout-scale", "3",
+                      timeout=1500)  # fmt: skip
 
 
 @pytest.mark.slow  # the CPU rehearsal takes about a minute
@@ -191,7 +192,7 @@ def test_mfu_counts_6n_plus_attention():
 def test_full_cpu_rehearsal_trains_through_train_py(tmp_path):
     """Every check at its CPU rehearsal size: check a with bf16-mixed too, b trains a tiny Llama with FSDP2 through
     ``train.py``, the comparisons train a hidden-256 Llama for 3 steps per variant."""
-    out, report = run_script(tmp_path, "--budget", "1800", timeout=2400)
+    out, report = run_script(tmp_path, "--budget", "2400", "--timeout-scale", "5", timeout=3000)
     for name in CUDA_CHECKS:
         assert report["checks"][name]["status"] == "skipped: no CUDA", report["checks"][name]
     for run in report["checks"]["throughput"]["results"]["runs"]:

@@ -1,7 +1,7 @@
 """Run the GPU checks of ``checks.py`` in order, each in its own process with its own timeout, under one time budget,
 and write the report into OUT (normally started by ``run.sh``, which installs the carried wheels first):
 
-    python benchmarks/gpu/run_checks.py OUT [--budget 450] [--only exactness,throughput] [--quick]
+    python benchmarks/gpu/run_checks.py OUT [--budget 450] [--only exactness,throughput] [--quick] [--timeout-scale 1]
 
 OUT receives four files, rewritten after every check so that a run cut short still returns what it measured:
 
@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--only", default=None, help="comma-separated check names (default: all, in order)")
     parser.add_argument("--quick", action="store_true", help="test-suite size: train.py runs are composed, not run")
+    parser.add_argument(
+        "--timeout-scale",
+        type=float,
+        default=1.0,
+        help="multiply every check's own timeout (sized for the GPU) by this: a slow CPU rehearsal (default 1)",
+    )
     parser.add_argument(
         "--work",
         type=Path,
@@ -223,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": 0,
             }
         else:
-            timeout = min(check.timeout_s, left)
+            timeout = min(check.timeout_s * args.timeout_scale, left)
             print(f"[{time.strftime('%H:%M:%S')}] {check.name}: {check.title} (timeout {timeout:.0f} s)", flush=True)
             report["checks"][check.name] = result = run_check(check, args, timeout, log_path)
             print(f"    -> {result['status']} in {result['seconds']:.0f} s: {result.get('message', '')}", flush=True)
