@@ -192,6 +192,7 @@ def runs(tmp_path_factory, base_dir) -> dict[str, Path]:
     return {"straight": root / "straight", "resumed": root / "resumed", "stopped": stopped}
 
 
+@pytest.mark.slow
 def test_lora_resumes_exactly_from_an_adapter_only_checkpoint(runs, base_dir):
     assert runs["stopped"]["global_step"] == 3
     state = runs["stopped"]["state_dict"]
@@ -212,6 +213,7 @@ def test_lora_resumes_exactly_from_an_adapter_only_checkpoint(runs, base_dir):
     assert size < 0.05 * full_bytes, (size, full_bytes)
 
 
+@pytest.mark.slow
 def test_merged_and_adapter_exports_load_evaluate_alike_and_generate(runs, base_dir):
     merged_dir, adapter_dir = runs["straight"] / "hf", runs["resumed"] / "hf"
     assert (adapter_dir / "adapter_config.json").is_file() and not (adapter_dir / "config.json").exists()

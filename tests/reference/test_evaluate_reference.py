@@ -13,6 +13,7 @@ from tests.conftest import ROOT, TINY_OVERRIDES, compose_train
 from train import train
 
 
+@pytest.mark.slow
 def test_a_dpo_checkpoint_is_evaluated_with_its_objective_and_reference(small_pairs, tmp_path, monkeypatch):
     monkeypatch.setenv("SIMPO_CACHE", str(tmp_path / "cache"))
     data = [f"data.dataset={small_pairs}", "data.val_size=8"]

@@ -78,6 +78,7 @@ def test_bad_reference_settings_are_refused_before_anything_is_written(small_pai
     assert not run_dir.exists() or not any(run_dir.iterdir())
 
 
+@pytest.mark.slow
 def test_lora_reference_defaults_to_adapters_off_and_equals_the_cached_base(small_pairs, tmp_path, monkeypatch):
     monkeypatch.setenv("SIMPO_CACHE", str(tmp_path / "cache"))
     assert compose_train(tmp_path / "x", ["peft=lora"]).reference.mode == "adapter_off"

@@ -99,6 +99,7 @@ def signal_when_a_shard_exists(out: Path, signum: signal.Signals) -> threading.T
     return thread
 
 
+@pytest.mark.slow
 def test_sigterm_to_sample_drops_the_shard_in_flight_and_a_rerun_completes(straight, policy_dir, reward_dir, tmp_path):
     out = tmp_path / "out"
     cfg = compose_sample(out, overrides(policy_dir, reward_dir))
