@@ -28,9 +28,8 @@ class RunInterrupted(SIGTERMException):
         super().__init__(128 + int(signum))
         self.signal, self.step, self.checkpoint = signum, step, checkpoint
         where = f"hydra.run.dir={run_dir} " if run_dir is not None else ""
-        self.message = (
-            f"{signum.name}: stopped at step {step}"
-            + (f", saved {checkpoint}; resume with {where}ckpt_path=last" if checkpoint else "")
+        self.message = f"{signum.name}: stopped at step {step}" + (
+            f", saved {checkpoint}; resume with {where}ckpt_path=last" if checkpoint else ""
         )
 
     def __str__(self) -> str:

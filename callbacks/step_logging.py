@@ -21,8 +21,10 @@ class EdgeStepLogging(L.Callback):
     def _is_last_step(self, trainer: L.Trainer, batch_idx: int) -> bool:
         if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
             return True
-        last_epoch = trainer.max_epochs is not None and trainer.max_epochs > 0 and (
-            trainer.current_epoch + 1 >= trainer.max_epochs
+        last_epoch = (
+            trainer.max_epochs is not None
+            and trainer.max_epochs > 0
+            and (trainer.current_epoch + 1 >= trainer.max_epochs)
         )
         return last_epoch and batch_idx + 1 >= trainer.num_training_batches
 

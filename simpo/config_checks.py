@@ -59,6 +59,7 @@ MODEL_KEYS = {"name_or_path", "tokenizer", "dtype", "attn_implementation", "arch
               "gradient_checkpointing", "head_backward"}  # fmt: skip
 ATTENTION = {"auto", "sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3"}
 
+
 def check_train_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first value of ``RULES`` that is missing its type or range.
 

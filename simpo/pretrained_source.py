@@ -33,9 +33,7 @@ def check_pretrained_source(name_or_path: str, key: str, *, bundled: tuple[str, 
     looks_local = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
     if looks_local or not HUB_ID.match(text):
         hint = f" (relative to the working directory {Path.cwd()})" if not path.is_absolute() else ""
-        raise FileNotFoundError(
-            f"{key}={text}: no such directory{hint}, and it is not a hub id of the form 'org/name'"
-        )
+        raise FileNotFoundError(f"{key}={text}: no such directory{hint}, and it is not a hub id of the form 'org/name'")
     return text
 
 
