@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from simpo.chunked_logprobs import HEAD_BACKWARDS
+from simpo.optim import IMPLEMENTATIONS
 from simpo.policy import DTYPES
 from simpo.value_checks import is_integer, is_number
 
@@ -35,6 +36,7 @@ RULES: dict[str, Rule] = {
     "optimizer.weight_decay": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
     "optimizer.warmup_ratio": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "optimizer.eps": (lambda v: is_number(v) and v > 0, "a positive number"),
+    "optimizer.implementation": (lambda v: v in IMPLEMENTATIONS, f"one of {list(IMPLEMENTATIONS)}"),
     "optimizer.betas": (
         lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(is_number(b) and 0 <= b < 1 for b in v),
         "two numbers in [0, 1), e.g. [0.9, 0.999]",

@@ -39,6 +39,7 @@ class SimPOModule(L.LightningModule):
         chunk_size: labelled tokens projected onto the vocabulary at a time (``model.chunk_size``), so the
             largest vocabulary-sized buffer is (chunk_size, V); ``None`` builds the full (2B, T, V) logits.
         lr, weight_decay, betas, eps, warmup_ratio: AdamW and warmup-cosine schedule settings.
+        implementation: how AdamW runs (``optimizer.implementation``: fused | foreach | for_loop, ``simpo.optim``).
         tokenizer: kept beside the policy so callbacks can export both; not part of the checkpoint.
         config: the run's resolved configuration, stored in the checkpoint's hyper-parameters.
         fsdp: FSDP2 options (``cpu_offload``, ``reshard_after_forward``) used when the trainer's strategy is
@@ -61,6 +62,7 @@ class SimPOModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         warmup_ratio: float = 0.1,
+        implementation: str = "fused",
         tokenizer: PreTrainedTokenizerBase | None = None,
         config: dict[str, Any] | None = None,
         fsdp: dict[str, Any] | None = None,
@@ -241,8 +243,9 @@ class SimPOModule(L.LightningModule):
         grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
         if not grads:
             return
-        squares = torch.stack([(g.to_local() if isinstance(g, DTensor) else g).float().pow(2).sum() for g in grads])
-        total = squares.sum()
+        local = [g.to_local() if isinstance(g, DTensor) else g for g in grads]
+        norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in local])  # no squared copy
+        total = norms.pow(2).sum()
         if self._sharded:  # each process holds a disjoint shard of every gradient
             torch.distributed.all_reduce(total)
         grad_norm = total.sqrt()
@@ -300,5 +303,6 @@ class SimPOModule(L.LightningModule):
             hp.eps,
             hp.warmup_ratio,
             total_steps=int(self.trainer.estimated_stepping_batches),
+            implementation=hp.implementation,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

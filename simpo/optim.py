@@ -28,6 +28,16 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
 
 
+# optimizer.implementation -> torch.optim.AdamW's keyword arguments. ``fused``: one kernel over all parameters
+# (CPU and CUDA); ``foreach``: batched tensor ops; ``for_loop``: one parameter at a time (torch's CPU default, and
+# what Hugging Face's ``adamw_torch`` runs on a CPU). Same update rule; they differ only in float rounding.
+IMPLEMENTATIONS: dict[str, dict[str, bool]] = {
+    "fused": {"fused": True},
+    "foreach": {"foreach": True},
+    "for_loop": {"foreach": False},
+}
+
+
 def build_optimizer(
     model: nn.Module,
     lr: float,
@@ -36,11 +46,17 @@ def build_optimizer(
     eps: float,
     warmup_ratio: float,
     total_steps: int,
+    implementation: str = "fused",
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over ``param_groups`` and a per-step warmup-cosine ``LambdaLR`` over ``total_steps``."""
+    """AdamW over ``param_groups`` (run as ``implementation``, a key of ``IMPLEMENTATIONS``) and a per-step
+    warmup-cosine ``LambdaLR`` over ``total_steps``."""
     if not 0.0 <= warmup_ratio < 1.0:
         raise ValueError(f"optimizer.warmup_ratio must be in [0, 1), not {warmup_ratio}")
-    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"optimizer.implementation must be one of {list(IMPLEMENTATIONS)}, not {implementation!r}")
+    optimizer = torch.optim.AdamW(
+        param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps, **IMPLEMENTATIONS[implementation]
+    )
     warmup_steps = math.ceil(warmup_ratio * total_steps)
     if total_steps == 1 and warmup_steps >= 1:  # warmup starts from 0, so the only step would not train
         raise ValueError(

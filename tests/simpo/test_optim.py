@@ -159,3 +159,51 @@ def test_invalid_warmup_ratio_raises(warmup_ratio):
         build_optimizer(
             _model(), lr=1e-3, weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8, warmup_ratio=warmup_ratio, total_steps=10
         )
+
+
+def _adamw_float64(params: list[torch.Tensor], grads: list[list[torch.Tensor]], lrs: list[float], decay: list[float],
+                   betas: tuple[float, float], eps: float) -> list[torch.Tensor]:  # fmt: skip
+    """AdamW written from its paper (Loshchilov & Hutter, decoupled decay) in float64: params after len(lrs) steps."""
+    beta1, beta2 = betas
+    out = [p.double().clone() for p in params]
+    m = [torch.zeros_like(p) for p in out]
+    v = [torch.zeros_like(p) for p in out]
+    for t, (lr, step_grads) in enumerate(zip(lrs, grads, strict=True), start=1):
+        for i, g in enumerate(step_grads):
+            g = g.double()
+            out[i] = out[i] * (1 - lr * decay[i])
+            m[i] = beta1 * m[i] + (1 - beta1) * g
+            v[i] = beta2 * v[i] + (1 - beta2) * g * g
+            m_hat, v_hat = m[i] / (1 - beta1**t), v[i] / (1 - beta2**t)
+            out[i] = out[i] - lr * m_hat / (v_hat.sqrt() + eps)
+    return out
+
+
+@pytest.mark.parametrize("implementation", ["fused", "foreach", "for_loop"])
+def test_every_implementation_equals_float64_adamw(implementation):
+    """Three scheduled steps with weight decay on matrices: each implementation equals AdamW written out in float64."""
+    model = _model()
+    start = [p.detach().clone() for p in model.parameters()]
+    decay = [0.1 if p.dim() >= 2 else 0.0 for p in model.parameters()]
+    optimizer, scheduler = build_optimizer(
+        model, 0.05, 0.1, (0.9, 0.99), 1e-8, warmup_ratio=0.0, total_steps=4, implementation=implementation
+    )
+    generator = torch.Generator().manual_seed(1)
+    grads, lrs = [], []
+    for _ in range(3):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        step_grads = [torch.randn(p.shape, generator=generator) for p in model.parameters()]
+        for p, g in zip(model.parameters(), step_grads, strict=True):
+            p.grad = g.clone()
+        grads.append(step_grads)
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] > 0 and len(set(lrs)) == 3
+    expected = _adamw_float64(start, grads, lrs, decay, (0.9, 0.99), 1e-8)
+    for p, e in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.detach().double(), e, rtol=1e-6, atol=1e-6)
+
+
+def test_unknown_implementation_names_the_key():
+    with pytest.raises(ValueError, match=r"optimizer.implementation must be one of \['fused', 'foreach', 'for_loop'\]"):
+        build_optimizer(_model(), 1e-3, 0.0, (0.9, 0.999), 1e-8, 0.0, total_steps=2, implementation="apex")
