@@ -129,7 +129,7 @@ def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> SimPOModul
         fsdp=fsdp,
         full_weights=full_weights if meta_init else None,
         max_nonfinite_steps=cfg.get("max_nonfinite_steps", 0),
-        head_backward=cfg.model.get("head_backward", "recompute"),
+        head_backward=cfg.model.get("head_backward", "auto"),
         reference=reference,
     )
 

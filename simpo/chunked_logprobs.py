@@ -6,7 +6,7 @@ autograd function. With ``z = softcap(hidden @ weight.T)`` and ``D = d logp / d 
 softmax(z)) * softcap'`` (M, V), the gradients are ``grad_hidden = (g * D) @ weight`` and ``grad_weight =
 (g * D).T @ hidden`` for the incoming per-token gradient g (M,). Two ways to form them (``head_backward``):
 
-- ``recompute`` (the low-memory default): forward keeps only the (M,) log-sum-exps; backward projects each chunk
+- ``recompute`` (the low-memory option): forward keeps only the (M,) log-sum-exps; backward projects each chunk
   again and forms both gradients. Four (C, H) x (H, V)-sized matmuls per chunk in all, and the largest
   vocabulary-sized buffer is (chunk_size, V) whatever the batch and sequence length.
 - ``store``: forward forms ``D`` per chunk right after the logits and keeps ``D @ weight`` (M, H) and, when the
@@ -16,6 +16,11 @@ softmax(z)) * softcap'`` (M, V), the gradients are ``grad_hidden = (g * D) @ wei
   buffer. ``g`` is known only in backward, which is why ``D`` must be kept: per-sequence (V, H) accumulators
   (g is constant per sequence) would cost N x V x H, more than M x V whenever a sequence has fewer scored tokens
   than the hidden size; fusing the loss into the head (known g) would tie the head to one objective.
+
+- ``auto`` (the default): ``store`` where the memory is small, ``recompute`` otherwise, decided per call: ``store``
+  when the head is frozen (no (M, V) buffer at all) or the call scores at most ``AUTO_STORE_CHUNKS x chunk_size``
+  tokens (the stored ``D`` then stays within that many chunk buffers, so ``model.chunk_size`` still bounds the
+  head's memory), else ``recompute``.
 
 Both are exact (the same sums as autograd through the full logits, in a different order). The softmax is
 computed in float32 at least (float64 stays float64); gradients are cast back to the input dtype. Without
@@ -29,7 +34,16 @@ from torch import nn
 
 from simpo.logprobs import SequenceLogps, labelled_positions, per_sequence
 
-HEAD_BACKWARDS = ("recompute", "store")  # how the head's gradient is formed (model.head_backward)
+HEAD_BACKWARDS = ("auto", "recompute", "store")  # how the head's gradient is formed (model.head_backward)
+AUTO_STORE_CHUNKS = 4  # head_backward=auto stores D for calls of at most this many chunks of scored tokens
+
+
+def resolve_head_backward(head_backward: str, scored: int, chunk_size: int, head_trainable: bool) -> str:
+    """``recompute`` or ``store`` for one call of the head: ``auto`` stores when the head is frozen or ``scored`` (M)
+    is at most ``AUTO_STORE_CHUNKS x chunk_size``; the other two are returned as they are."""
+    if head_backward != "auto":
+        return head_backward
+    return "store" if not head_trainable or scored <= AUTO_STORE_CHUNKS * chunk_size else "recompute"
 
 
 def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, softcap: float | None) -> torch.Tensor:
@@ -219,7 +233,7 @@ def chunked_token_logps(
     targets: torch.Tensor,
     chunk_size: int,
     softcap: float | None = None,
-    head_backward: str = "recompute",
+    head_backward: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of ``targets`` under ``softcap(hidden @ weight.T)``, at most ``chunk_size`` rows at a time.
 
@@ -230,7 +244,8 @@ def chunked_token_logps(
         chunk_size: tokens per chunk (>= 1); the largest vocabulary-sized buffer is (chunk_size, V), plus the
             stored (M, V) gradient factor with ``head_backward="store"``.
         softcap: Gemma 2's ``final_logit_softcapping`` (``cap * tanh(logits / cap)``); ``None`` or 0 for none.
-        head_backward: ``recompute`` or ``store`` (see the module docstring); the same values and gradients.
+        head_backward: ``auto``, ``recompute`` or ``store`` (see the module docstring); the same values and
+            gradients.
 
     Returns:
         ``logps`` (M,) with exact gradients w.r.t. ``hidden`` and ``weight``, and ``vocab_mean`` (M,) the
@@ -242,6 +257,7 @@ def chunked_token_logps(
         raise ValueError(f"chunk_size must be >= 1, not {chunk_size}")
     if head_backward not in HEAD_BACKWARDS:
         raise ValueError(f"model.head_backward must be one of {list(HEAD_BACKWARDS)}, not {head_backward!r}")
+    head_backward = resolve_head_backward(head_backward, hidden.shape[0], chunk_size, weight.requires_grad)
     store = head_backward == "store" and torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     function = StoredGradLabelledLogps if store else ChunkedLabelledLogps
     device_type = hidden.device.type
@@ -262,7 +278,7 @@ def chunked_target_logps(
     head: nn.Module,
     chunk_size: int,
     final_logit_softcapping: float | None = None,
-    head_backward: str = "recompute",
+    head_backward: str = "auto",
 ) -> SequenceLogps:
     """Per-sequence statistics of the scored tokens of any batch layout, with a (chunk_size, V) buffer at most.
 
@@ -277,7 +293,8 @@ def chunked_target_logps(
         head: the output projection H -> V, a bias-free ``nn.Linear`` (e.g. ``lm_head``, tied or not).
         chunk_size: scored tokens projected at a time.
         final_logit_softcapping: Gemma 2's soft cap; ``None`` for none.
-        head_backward: how the head's gradient is formed, ``recompute`` or ``store`` (``model.head_backward``).
+        head_backward: how the head's gradient is formed, ``auto``, ``recompute`` or ``store``
+            (``model.head_backward``).
 
     Returns:
         ``SequenceLogps`` with (N,) fields: ``logp_sum`` (differentiable), ``token_count`` and ``logit_sum``.
@@ -296,7 +313,7 @@ def chunked_sequence_logps(
     head: nn.Module,
     chunk_size: int,
     final_logit_softcapping: float | None = None,
-    head_backward: str = "recompute",
+    head_backward: str = "auto",
 ) -> SequenceLogps:
     """``chunked_target_logps`` of a padded batch: like ``simpo.logprobs.sequence_logps`` on ``head(hidden)``.
 

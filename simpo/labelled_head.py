@@ -31,7 +31,7 @@ def labelled_logps(
     targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     num_sequences: int,
     chunk_size: int,
-    head_backward: str = "recompute",
+    head_backward: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(N,) log-prob sums, token counts and logit sums from the decoder's final hidden states, projecting only the
     scored positions onto the vocabulary, ``chunk_size`` tokens at a time.
@@ -42,7 +42,8 @@ def labelled_logps(
         targets: ``target_index``, ``target_ids``, ``target_sequence``, each (M,) (see ``data/collate.py``).
         num_sequences: N, the sequences of the batch.
         chunk_size: labelled tokens projected at a time.
-        head_backward: ``recompute`` (the logits are projected again, chunk by chunk, in backward) or ``store``
+        head_backward: ``auto`` (``store`` for at most 4 chunks of scored tokens or a frozen head, else
+            ``recompute``), ``recompute`` (the logits are projected again, chunk by chunk, in backward) or ``store``
             (``d logp / d logits`` formed in forward and kept, (M, V), for a backward without the projection); see
             ``simpo/chunked_logprobs.py``.
     """
@@ -54,7 +55,7 @@ def labelled_logps(
     return stats.logp_sum, stats.token_count, stats.logit_sum
 
 
-def attach_labelled_logps(policy: PreTrainedModel, chunk_size: int, head_backward: str = "recompute") -> None:
+def attach_labelled_logps(policy: PreTrainedModel, chunk_size: int, head_backward: str = "auto") -> None:
     """Bind ``labelled_logps`` to ``policy`` as ``policy.simpo_labelled_logps(decoder_inputs, targets, n)``: a method
     of the policy itself, so that under FSDP the root unit's weights (embeddings, final norm, lm_head) are gathered
     around it like around forward (``register_fsdp_forward_method(policy, METHOD_NAME)``)."""

@@ -68,7 +68,7 @@ class SimPOModule(L.LightningModule):
         fsdp: dict[str, Any] | None = None,
         full_weights: Callable[[], dict[str, torch.Tensor]] | None = None,
         max_nonfinite_steps: int = 0,
-        head_backward: str = "recompute",
+        head_backward: str = "auto",
         reference: ReferenceProvider | None = None,
     ) -> None:
         super().__init__()
@@ -144,7 +144,7 @@ class SimPOModule(L.LightningModule):
         """Make a frozen reference model runnable like the policy: the same labelled-only head, and on the policy's
         device (sharded like the policy under FSDP)."""
         if self.chunk_size is not None:
-            attach_labelled_logps(model, self.chunk_size, self.hparams.get("head_backward", "recompute"))
+            attach_labelled_logps(model, self.chunk_size, self.hparams.get("head_backward", "auto"))
         if self._sharded:
             options = self.hparams.get("fsdp") or {}
             strategy = self.trainer.strategy

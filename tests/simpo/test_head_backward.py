@@ -178,12 +178,51 @@ def test_unknown_mode_names_the_key():
 
 
 @pytest.mark.parametrize("model", ["tiny_llama", "hf"])
-def test_config_default_is_recompute(tmp_path, model):
+def test_config_default_is_auto(tmp_path, model):
     overrides = [f"model={model}"] + (["model.name_or_path=x"] if model == "hf" else [])
-    assert compose_train(tmp_path, overrides).model.head_backward == "recompute"
+    assert compose_train(tmp_path, overrides).model.head_backward == "auto"
+
+
+def backward_name(head: nn.Linear, hidden: torch.Tensor, labels: torch.Tensor, chunk_size: int, mode: str) -> str:
+    """The names of every autograd node behind the log-prob sums (one of them is the head's function)."""
+    stack, names = [chunked_sequence_logps(hidden, labels, head, chunk_size, None, mode).logp_sum.grad_fn], []
+    while stack:
+        node = stack.pop()
+        if node is not None:
+            names.append(node.name())
+            stack.extend(next_node for next_node, _ in node.next_functions)
+    return " ".join(names)
+
+
+@pytest.mark.parametrize(
+    ("chunk_size", "frozen", "expected"),
+    [
+        (100, False, "StoredGradLabelledLogpsBackward"),  # 37 scored tokens <= 4 x 100
+        (10, False, "StoredGradLabelledLogpsBackward"),  # 37 <= 4 x 10
+        (9, False, "ChunkedLabelledLogpsBackward"),  # 37 > 4 x 9: recompute
+        (1, True, "StoredGradLabelledLogpsBackward"),  # a frozen head keeps no (M, V) buffer: always store
+    ],
+)
+def test_auto_stores_up_to_four_chunks_of_scored_tokens_or_a_frozen_head(chunk_size, frozen, expected):
+    head, hidden, labels = head_and_hidden(torch.float64, frozen_head=frozen)
+    assert int((labels[:, 1:] != IGNORE_INDEX).sum()) == 37  # M: the positions that predict a label
+    assert expected in backward_name(head, hidden, labels, chunk_size, "auto")
+    for mode, name in (("store", "StoredGrad"), ("recompute", "ChunkedLabelled")):  # explicit modes are kept
+        assert name in backward_name(head, hidden, labels, chunk_size, mode)
+
+
+@pytest.mark.parametrize("chunk_size", [5, 100])
+def test_auto_equals_full_logits_on_either_side_of_the_threshold(chunk_size):
+    head, hidden, labels = head_and_hidden(torch.float64)
+    auto = values_and_grads(
+        lambda: chunked_sequence_logps(hidden, labels, head, chunk_size, None, "auto"), head, hidden
+    )
+    full = values_and_grads(lambda: full_path(hidden, labels, head, None), head, hidden)
+    for name, a, b in zip(NAMES, auto, full, strict=True):
+        assert rel_err(a, b) < 1e-10, name
 
 
 def test_train_config_check_names_the_key_before_anything_is_built(tmp_path):
     cfg = compose_train(tmp_path, ["model.head_backward=stash", "model.chunk_size=null"])
-    with pytest.raises(ConfigError, match=r"model\.head_backward must be one of \['recompute', 'store'\]"):
+    with pytest.raises(ConfigError, match=r"model\.head_backward must be one of \['auto', 'recompute', 'store'\]"):
         check_train_config(cfg)
