@@ -11,8 +11,8 @@ trains ``trl.experimental.cpo.CPOTrainer`` with:
 
 - ``loss_type="simpo"``, ``cpo_alpha=0`` (pure SimPO, no NLL term), ``beta``, ``simpo_gamma = gamma_beta_ratio x
   beta`` (TRL's gamma is absolute; ours is a ratio);
-- ``per_device_train_batch_size`` pairs per step, ``max_steps``, AdamW (``optim="adamw_torch"``: ``torch.optim.AdamW``
-  like ours; TRL's default is the fused variant), weight decay 0, linear warmup over ``ceil(warmup_ratio x steps)``
+- ``per_device_train_batch_size`` pairs per step, ``max_steps``, AdamW (``optim="adamw_torch_fused"``, TRL's
+  default: ``torch.optim.AdamW(fused=True)``, like ours with ``optimizer.implementation=fused``), weight decay 0, linear warmup over ``ceil(warmup_ratio x steps)``
   steps then cosine decay to 0 (``lr_scheduler_type="cosine"``), like ours;
 - ``max_grad_norm=0`` (no clipping: ours has ``trainer.gradient_clip_val=null``), dropout off (TRL's default
   ``disable_dropout=True``; the model's config has every dropout at 0 anyway);
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         lr_scheduler_type="cosine",
         warmup_steps=math.ceil(args.warmup_ratio * args.steps),
         weight_decay=0.0,
-        optim="adamw_torch",
+        optim="adamw_torch_fused",
         max_grad_norm=0.0,
         loss_type="simpo",
         cpo_alpha=0.0,
