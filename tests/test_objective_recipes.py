@@ -52,3 +52,23 @@ def test_a_setting_alone_holds_no_objective(tmp_path):
     setting = compose_train(tmp_path, ["experiment=setting/gemma-2-9b-it"])
     assert setting.loss == plain.loss and setting.optimizer.lr == plain.optimizer.lr
     assert setting.model.name_or_path == "google/gemma-2-9b-it" and setting.data.global_batch_size == 128
+
+
+# The bundled default's recipes for the two summed-log-prob objectives that do not learn it in the default run:
+# (experiment, loss config, lr, epochs); everything else is the default run's (benchmarks/RESULTS.md, issue 12).
+TINY_RECIPES = {
+    "tiny-cpo": ({"_target_": "simpo.objectives.cpo.CPO", "beta": 0.1, "sft_weight": 1.0, "label_smoothing": 0.0},
+                 2e-3, 3),
+    "tiny-slic": ({"_target_": "simpo.objectives.slic.SLiC", "delta": 1.0, "sft_weight": 10.0}, 2e-3, 3),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(TINY_RECIPES))
+def test_tiny_recipe_is_experiment_tiny_with_its_objective_lr_and_epochs(tmp_path, name):
+    loss, lr, epochs = TINY_RECIPES[name]
+    recipe, default = compose_train(tmp_path, [f"experiment={name}"]), compose_train(tmp_path, ["experiment=tiny"])
+    assert OmegaConf.to_container(recipe.loss) == loss
+    assert recipe.optimizer.lr == pytest.approx(lr, rel=1e-12) and recipe.trainer.max_epochs == epochs
+    for cfg in (recipe, default):
+        del cfg.loss, cfg.optimizer.lr, cfg.trainer.max_epochs
+    assert OmegaConf.to_container(recipe, resolve=False) == OmegaConf.to_container(default, resolve=False)
