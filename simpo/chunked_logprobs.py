@@ -35,7 +35,7 @@ from torch import nn
 from simpo.logprobs import SequenceLogps, labelled_positions, per_sequence
 
 HEAD_BACKWARDS = ("auto", "recompute", "store")  # how the head's gradient is formed (model.head_backward)
-AUTO_STORE_CHUNKS = 4  # head_backward=auto stores D for calls of at most this many chunks of scored tokens
+AUTO_STORE_CHUNKS = 2  # head_backward=auto stores D for calls of at most this many chunks of scored tokens
 
 
 def resolve_head_backward(head_backward: str, scored: int, chunk_size: int, head_trainable: bool) -> str:

@@ -42,7 +42,7 @@ def labelled_logps(
         targets: ``target_index``, ``target_ids``, ``target_sequence``, each (M,) (see ``data/collate.py``).
         num_sequences: N, the sequences of the batch.
         chunk_size: labelled tokens projected at a time.
-        head_backward: ``auto`` (``store`` for at most 4 chunks of scored tokens or a frozen head, else
+        head_backward: ``auto`` (``store`` for at most 2 chunks of scored tokens or a frozen head, else
             ``recompute``), ``recompute`` (the logits are projected again, chunk by chunk, in backward) or ``store``
             (``d logp / d logits`` formed in forward and kept, (M, V), for a backward without the projection); see
             ``simpo/chunked_logprobs.py``.

@@ -197,13 +197,13 @@ def backward_name(head: nn.Linear, hidden: torch.Tensor, labels: torch.Tensor, c
 @pytest.mark.parametrize(
     ("chunk_size", "frozen", "expected"),
     [
-        (100, False, "StoredGradLabelledLogpsBackward"),  # 37 scored tokens <= 4 x 100
-        (10, False, "StoredGradLabelledLogpsBackward"),  # 37 <= 4 x 10
-        (9, False, "ChunkedLabelledLogpsBackward"),  # 37 > 4 x 9: recompute
+        (100, False, "StoredGradLabelledLogpsBackward"),  # 37 scored tokens <= 2 x 100
+        (19, False, "StoredGradLabelledLogpsBackward"),  # 37 <= 2 x 19
+        (18, False, "ChunkedLabelledLogpsBackward"),  # 37 > 2 x 18: recompute
         (1, True, "StoredGradLabelledLogpsBackward"),  # a frozen head keeps no (M, V) buffer: always store
     ],
 )
-def test_auto_stores_up_to_four_chunks_of_scored_tokens_or_a_frozen_head(chunk_size, frozen, expected):
+def test_auto_stores_up_to_two_chunks_of_scored_tokens_or_a_frozen_head(chunk_size, frozen, expected):
     head, hidden, labels = head_and_hidden(torch.float64, frozen_head=frozen)
     assert int((labels[:, 1:] != IGNORE_INDEX).sum()) == 37  # M: the positions that predict a label
     assert expected in backward_name(head, hidden, labels, chunk_size, "auto")
