@@ -12,8 +12,9 @@ trains ``trl.experimental.cpo.CPOTrainer`` with:
 - ``loss_type="simpo"``, ``cpo_alpha=0`` (pure SimPO, no NLL term), ``beta``, ``simpo_gamma = gamma_beta_ratio x
   beta`` (TRL's gamma is absolute; ours is a ratio);
 - ``per_device_train_batch_size`` pairs per step, ``max_steps``, AdamW (``optim="adamw_torch_fused"``, TRL's
-  default: ``torch.optim.AdamW(fused=True)``, like ours with ``optimizer.implementation=fused``), weight decay 0, linear warmup over ``ceil(warmup_ratio x steps)``
-  steps then cosine decay to 0 (``lr_scheduler_type="cosine"``), like ours;
+  default: ``torch.optim.AdamW(fused=True)``, like ours with ``optimizer.implementation=fused``), weight decay 0,
+  linear warmup over ``ceil(warmup_ratio x steps)`` steps then cosine decay to 0 (``lr_scheduler_type="cosine"``),
+  like ours;
 - ``max_grad_norm=0`` (no clipping: ours has ``trainer.gradient_clip_val=null``), dropout off (TRL's default
   ``disable_dropout=True``; the model's config has every dropout at 0 anyway);
 - ``gradient_checkpointing=False`` unless ``--gradient-checkpointing`` (CPOConfig's default is True; ours is
