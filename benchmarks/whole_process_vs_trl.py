@@ -42,7 +42,8 @@ Same for both (the choices that make the comparison fair):
   (each side's default: TRL ``optim="adamw_torch_fused"``, ours ``optimizer.implementation=fused``), weight decay 0,
   linear warmup over ``ceil(0.1 x steps)`` then cosine to 0, lr, beta, gamma (TRL ``simpo_gamma =
   gamma_beta_ratio x beta``), seed 42, no gradient checkpointing (CPOConfig's default is on:
-  ``--trl-gradient-checkpointing`` keeps it), no evaluation, no progress bars, logging every 10 steps (both defaults), no dataloader workers;
+  ``--trl-gradient-checkpointing`` keeps it), no evaluation, no progress bars, logging every 10 steps (both
+  defaults), no dataloader workers;
 - the same environment: ``OMP_NUM_THREADS`` = ``MKL_NUM_THREADS`` = ``--threads`` (torch's intra-op threads; each
   probe records ``torch.get_num_threads()``), offline (``HF_HUB_OFFLINE=1``, ``HF_DATASETS_OFFLINE=1``), and cold
   caches: every run gets fresh, empty ``HF_DATASETS_CACHE`` and ``SIMPO_CACHE`` directories, so each side pays
