@@ -10,7 +10,6 @@ import lightning as L
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch.distributed.fsdp import register_fsdp_forward_method
-from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from simpo.attention_masks import layout_attention_mask
@@ -22,7 +21,7 @@ from simpo.logprobs import SequenceLogps, target_sequence_logps
 from simpo.metrics import reward_metrics
 from simpo.nonfinite import NonFiniteError, NonFiniteGuard
 from simpo.objectives import Objective, PairLogps
-from simpo.optim import build_optimizer
+from simpo.optim import build_optimizer, squared_norm
 from simpo.reference.provider import ReferenceProvider
 from simpo.resume import continue_stopped_epoch
 from simpo.rng import rng_states, set_rng_states
@@ -243,9 +242,7 @@ class SimPOModule(L.LightningModule):
         grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
         if not grads:
             return
-        local = [g.to_local() if isinstance(g, DTensor) else g for g in grads]
-        norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in local])  # no squared copy
-        total = norms.pow(2).sum()
+        total = squared_norm(grads)
         if self._sharded:  # each process holds a disjoint shard of every gradient
             torch.distributed.all_reduce(total)
         grad_norm = total.sqrt()

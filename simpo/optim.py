@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -67,3 +68,18 @@ def build_optimizer(
         optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps)
     )
     return optimizer, scheduler
+
+
+def squared_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The float32 sum of squares of every element of ``tensors`` (a ``DTensor`` counts its local shard only; the
+    caller all-reduces the shards' sums), computed as one norm per tensor, without a squared copy of any of them.
+
+    Args:
+        tensors: gradients of any float dtype and shape (float64 ones are reduced in float64 first).
+
+    Returns:
+        A float32 scalar.
+    """
+    local = [t.to_local() if isinstance(t, DTensor) else t for t in tensors]
+    norms = [torch.linalg.vector_norm(t, dtype=torch.promote_types(t.dtype, torch.float32)).float() for t in local]
+    return torch.stack(norms).pow(2).sum()

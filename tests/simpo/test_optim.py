@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from simpo.optim import build_optimizer, param_groups, warmup_cosine
+from simpo.optim import build_optimizer, param_groups, squared_norm, warmup_cosine
 
 
 def _model() -> nn.Sequential:
@@ -207,3 +207,15 @@ def test_every_implementation_equals_float64_adamw(implementation):
 def test_unknown_implementation_names_the_key():
     with pytest.raises(ValueError, match=r"optimizer.implementation must be one of \['fused', 'foreach', 'for_loop'\]"):
         build_optimizer(_model(), 1e-3, 0.0, (0.9, 0.999), 1e-8, 0.0, total_steps=2, implementation="apex")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+def test_squared_norm_equals_float64_sum_of_squares(dtype):
+    """Every float dtype (float64 must not be narrowed by the norm's dtype argument), matrices and vectors alike."""
+    generator = torch.Generator().manual_seed(2)
+    grads = [(torch.randn(shape, generator=generator) * scale).to(dtype)
+             for shape, scale in (((300, 70), 3.0), ((70,), 0.01), ((5, 6, 7), 100.0))]  # fmt: skip
+    expected = sum(float((g.double() ** 2).sum()) for g in grads)
+    total = squared_norm(grads)
+    assert total.dtype == torch.float32 and total.dim() == 0
+    assert float(total) == pytest.approx(expected, rel=1e-5)
