@@ -4,7 +4,8 @@ The vocabulary projection dominates SimPO's memory: full fp32 logits of a (2B, T
 only the M positions that carry a label are projected, at most ``chunk_size`` of them at a time, in a custom
 autograd function. With ``z = softcap(hidden @ weight.T)`` and ``D = d logp / d raw logits = (onehot(target) -
 softmax(z)) * softcap'`` (M, V), the gradients are ``grad_hidden = (g * D) @ weight`` and ``grad_weight =
-(g * D).T @ hidden`` for the incoming per-token gradient g (M,). Two ways to form them (``head_backward``):
+(g * D).T @ hidden`` for the incoming per-token gradient g (M,). Two ways to form them, and ``auto`` choosing
+between them per call (``head_backward``):
 
 - ``recompute`` (the low-memory option): forward keeps only the (M,) log-sum-exps; backward projects each chunk
   again and forms both gradients. Four (C, H) x (H, V)-sized matmuls per chunk in all, and the largest
@@ -16,7 +17,6 @@ softmax(z)) * softcap'`` (M, V), the gradients are ``grad_hidden = (g * D) @ wei
   buffer. ``g`` is known only in backward, which is why ``D`` must be kept: per-sequence (V, H) accumulators
   (g is constant per sequence) would cost N x V x H, more than M x V whenever a sequence has fewer scored tokens
   than the hidden size; fusing the loss into the head (known g) would tie the head to one objective.
-
 - ``auto`` (the default): ``store`` where the memory is small, ``recompute`` otherwise, decided per call: ``store``
   when the head is frozen (no (M, V) buffer at all) or the call scores at most ``AUTO_STORE_CHUNKS x chunk_size``
   tokens (the stored ``D`` then stays within that many chunk buffers, so ``model.chunk_size`` still bounds the
