@@ -142,9 +142,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         check_prompts(policy.tokenizer, generate_prompts)
     policy.model.to(resolve_device(cfg.device))
     loss_cfg: dict[str, Any] = OmegaConf.to_container(cfg.loss, resolve=True)  # type: ignore[assignment]
+    stored_in = None
     if policy.training_config is not None:  # the checkpoint's own objective and settings
-        loss_cfg = dict(policy.training_config["loss"])
-    loss = build_loss(loss_cfg)
+        loss_cfg, stored_in = dict(policy.training_config["loss"]), f"the training config of ckpt_path={cfg.ckpt_path}"
+    loss = build_loss(loss_cfg, stored_in)
 
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -247,7 +247,7 @@ def execute(run: PreparedRun) -> dict[str, float]:
 
     if cfg.validate_before_training and run.resume is None and datamodule.has_validation:
         trainer.validate(module, datamodule=datamodule)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=run.plan.ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=run.plan.ckpt_path, weights_only=True)
     if trainer.global_step > start_step and trainer.global_step - start_step <= module.nonfinite.skipped_here:
         raise NoTrainingError(
             f"all {trainer.global_step - start_step} optimizer steps of this run were skipped as non-finite: no step "

@@ -19,7 +19,8 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import OmegaConf
 
-from simpo.objectives import Objective
+from simpo.errors import CheckpointError
+from simpo.objectives import OBJECTIVES, Objective
 from simpo.run_status import RunFailedError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -93,10 +94,36 @@ def user_errors_as_messages(logger: logging.Logger) -> Iterator[None]:
 
 # Objectives of checkpoints written before ``simpo/objectives/`` existed.
 LEGACY_TARGETS = {"simpo.loss.SimPOLoss": "simpo.objectives.simpo.SimPO"}
+# What a ``loss._target_`` read from a file may name.
+OBJECTIVE_TARGETS = frozenset(f"{kind.__module__}.{kind.__qualname__}" for kind in OBJECTIVES.values())
 
 
-def build_loss(loss_cfg: Mapping[str, Any]) -> Objective:
+def check_stored_objective(settings: Mapping[str, Any], stored_in: str) -> None:
+    """Refuse a ``loss`` section read from a file unless it names one of ``OBJECTIVE_TARGETS`` with scalar values.
+
+    Raises:
+        CheckpointError: naming the file and the offending key.
+    """
+    target = settings.get("_target_")
+    if target not in OBJECTIVE_TARGETS:
+        raise CheckpointError(
+            f"loss._target_={target!r} in {stored_in} is not an objective of simpo.objectives "
+            f"({', '.join(sorted(OBJECTIVE_TARGETS))}): a config read from a file never builds anything else"
+        )
+    for key, value in settings.items():
+        if not (value is None or isinstance(value, (bool, int, float, str))):
+            raise CheckpointError(
+                f"loss.{key} in {stored_in} is a {type(value).__name__}, not a number or string: a config read from a "
+                "file never builds anything"
+            )
+
+
+def build_loss(loss_cfg: Mapping[str, Any], stored_in: str | None = None) -> Objective:
     """The objective of a resolved ``loss`` config section (``_target_`` plus its keys).
+
+    ``stored_in`` names the file the section was read from (a checkpoint's training config): such a section is data,
+    so its ``_target_`` must be one of ``simpo.objectives.OBJECTIVES`` and its values plain numbers and strings;
+    nothing else named in a file is ever built (``hydra.utils.instantiate`` would call any function it names).
 
     A ``chunk_size`` key (stored in checkpoints written before it moved to ``model.chunk_size``) is ignored:
     it is a setting of the forward pass, not of the objective; an older checkpoint's ``simpo.loss.SimPOLoss`` is
@@ -105,6 +132,8 @@ def build_loss(loss_cfg: Mapping[str, Any]) -> Objective:
     settings = {key: value for key, value in loss_cfg.items() if key != "chunk_size"}
     target = settings.get("_target_")
     settings["_target_"] = LEGACY_TARGETS.get(target, target)
+    if stored_in is not None:
+        check_stored_objective(settings, stored_in)
     objective = build(settings, key="loss")
     if not isinstance(objective, Objective):
         raise ValueError(f"loss._target_={target} is not an objective of simpo.objectives")

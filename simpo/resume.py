@@ -9,13 +9,12 @@ which Lightning records as a finished epoch, so that raising ``max_steps`` later
 from __future__ import annotations
 
 import logging
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+from simpo.errors import CheckpointError
+from simpo.io import read_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +22,6 @@ log = logging.getLogger(__name__)
 EXPECTED_CHANGES = (
     "ckpt_path", "run_dir", "overwrite", "trainer.default_root_dir", "data.report_dir", "callbacks.", "logger."
 )  # fmt: skip
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed from; the message names the file and the alternatives."""
 
 
 @dataclass
@@ -63,22 +58,22 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> CheckpointInfo:
     """Read a checkpoint's step, loop state and config (tensors are memory-mapped, not read).
 
     Raises:
-        CheckpointError: the file is truncated or not a checkpoint; the message lists the other checkpoints beside it.
+        CheckpointError: the file is truncated, not a checkpoint, or holds objects that are never loaded (see
+            ``simpo.io``); the message lists the other checkpoints beside it.
     """
     path = Path(path)
     try:
-        if path.is_dir():
-            meta = torch.load(path / "meta.pt", map_location="cpu", weights_only=False)
-        else:
-            meta = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        meta = read_torch_file(path, key, mmap=not path.is_dir())
         step = int(meta["global_step"])
-    except (RuntimeError, EOFError, OSError, KeyError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+    except (CheckpointError, KeyError, TypeError, ValueError) as err:
         others = _siblings(path)
-        alternatives = f"other checkpoints there: {', '.join(others)}" if others else "no other checkpoint is there"
-        raise CheckpointError(
-            f"{key}: {path} is not a complete checkpoint ({type(err).__name__}: {err}); {alternatives}. "
-            f"Resume from one of them with {key}=<path>"
-        ) from None
+        alternatives = (
+            f"other checkpoints there: {', '.join(others)}. Resume from one of them with {key}=<path>"
+            if others
+            else "no other checkpoint is there"
+        )
+        reason = str(err) if isinstance(err, CheckpointError) else f"{key}={path}: not a checkpoint of train.py"
+        raise CheckpointError(f"{reason}; {alternatives}") from None
     fit_loop = meta.get("loops", {}).get("fit_loop", {})
     completed = int(fit_loop.get("epoch_progress", {}).get("current", {}).get("completed", 0))
     exhausted = bool(fit_loop.get("epoch_loop.batch_progress", {}).get("is_last_batch", True))

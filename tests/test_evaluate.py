@@ -336,7 +336,7 @@ def test_a_policy_with_nan_weights_is_refused(tmp_path):
 
 
 def test_a_checkpoint_with_inf_weights_is_refused(trained, tmp_path):
-    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     checkpoint["state_dict"]["policy.model.norm.weight"][0] = float("inf")
     bad = tmp_path / "inf.ckpt"
     torch.save(checkpoint, bad)
@@ -345,7 +345,7 @@ def test_a_checkpoint_with_inf_weights_is_refused(trained, tmp_path):
 
 
 def test_a_stored_loss_chunk_size_is_ignored(trained, tmp_path):
-    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     checkpoint["hyper_parameters"]["config"]["loss"]["chunk_size"] = 512  # written by runs before model.chunk_size
     old = tmp_path / "old.ckpt"
     torch.save(checkpoint, old)

@@ -187,7 +187,7 @@ def runs(tmp_path_factory, base_dir) -> dict[str, Path]:
     signal = [f"+callbacks.signal._target_={SendSignalAt.__module__}.SendSignalAt", "+callbacks.signal.batch_idx=4"]
     with pytest.raises(SystemExit):
         train(compose_train(root / "resumed", [*common, "peft.export=adapter", *signal]))
-    stopped = torch.load(root / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)
+    stopped = torch.load(root / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
     train(compose_train(root / "resumed", [*common, "peft.export=adapter", "ckpt_path=last"]))
     return {"straight": root / "straight", "resumed": root / "resumed", "stopped": stopped}
 
@@ -202,8 +202,8 @@ def test_lora_resumes_exactly_from_an_adapter_only_checkpoint(runs, base_dir):
     for step in range(4):
         assert got[step] == pytest.approx(expected[step], abs=1e-6, rel=0), step
     assert expected[3] < expected[0]  # it learns
-    final = torch.load(runs["resumed"] / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    reference = torch.load(runs["straight"] / "checkpoints" / "last.ckpt", weights_only=False)
+    final = torch.load(runs["resumed"] / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    reference = torch.load(runs["straight"] / "checkpoints" / "last.ckpt", weights_only=True)
     assert final.keys() == reference["state_dict"].keys()
     for name, tensor in reference["state_dict"].items():
         assert torch.allclose(final[name], tensor, atol=1e-6, rtol=0), name

@@ -28,7 +28,7 @@ def test_qlora_trains_checkpoints_adapters_and_exports(tmp_path, llama3_tokenize
     quantized = [n for n, m in run.module.policy.named_modules() if type(m).__name__ == "Linear4bit"]
     assert len(quantized) == 2 * 7  # every projection of both layers in NF4
     train(compose_train(tmp_path / "merged", [*common, "overwrite=true"]))
-    state = torch.load(tmp_path / "merged" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    state = torch.load(tmp_path / "merged" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert state and all("lora_" in k for k in state)
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged" / "hf")
     assert getattr(merged.config, "quantization_config", None) is None

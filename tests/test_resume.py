@@ -57,7 +57,7 @@ def test_signal_then_resume_equals_a_straight_run(tmp_path, signum):
                  f"+callbacks.signal.signum={signum}"]  # fmt: skip
     with pytest.raises(SystemExit):
         train(compose_train(stopped, [*EXACT, *signal_cb]))
-    ckpt = torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4
     assert not (stopped / "hf").exists()  # no export of an unfinished run
     assert signal.getsignal(signal.SIGTERM) is not None  # handlers restored
@@ -67,8 +67,8 @@ def test_signal_then_resume_equals_a_straight_run(tmp_path, signum):
     assert sorted(got) == [0, 1, 2, 3, 4, 5]
     for step in range(6):
         assert got[step] == pytest.approx(expected[step], abs=1e-6, rel=0), step
-    final = torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=False)
-    reference = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)
+    final = torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)
+    reference = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
     for name, tensor in reference["state_dict"].items():
         assert torch.allclose(final["state_dict"][name], tensor, atol=1e-6), name
 
@@ -126,7 +126,7 @@ def test_a_signal_to_the_cli_checkpoints_records_interrupted_and_resumes(tmp_pat
     process.send_signal(getattr(signal, signum))
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 128 + getattr(signal, signum), output[-2000:]
-    step = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    step = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert 0 < step < 40, output[-2000:]
     assert f"received {signum}" in output and f"hydra.run.dir={tmp_path} ckpt_path=last" in output
     status = json.loads((tmp_path / "status.json").read_text())
@@ -134,7 +134,7 @@ def test_a_signal_to_the_cli_checkpoints_records_interrupted_and_resumes(tmp_pat
 
     resumed = subprocess.run([*args, "ckpt_path=last"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 40
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
     assert sorted(losses(tmp_path)) == list(range(40))
     attempts = json.loads((tmp_path / "status.json").read_text())["attempts"]
     assert [a["status"] for a in attempts] == ["interrupted", "completed"]

@@ -60,11 +60,11 @@ def test_extending_a_finished_run_continues_from_its_data_position(two_step_run,
     run_and_record(compose_train(run_dir, [*SHORT, "trainer.max_steps=4", "ckpt_path=last"]))
     record = status(run_dir)
     assert record["status"] == "completed" and record["step"] == 4
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
     assert [a["status"] for a in record["attempts"]] == ["completed", "completed"]
     assert record["attempts"][0]["metrics"] == first["metrics"]  # the first attempt's results are kept
     assert record["attempts"][1]["changed"] == {"trainer.max_steps": {"before": 2, "after": 4}}
-    loader = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["PreferenceDataModule"]
+    loader = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["PreferenceDataModule"]
     assert loader["train_loader"]["batches_done"] == 4  # the epoch went on from batch 2, not from a new epoch
 
 
@@ -121,7 +121,7 @@ def test_a_bad_step_within_patience_is_skipped_and_counted(tmp_path):
     poison = [f"+callbacks.poison._target_={__name__}.PoisonGradients", "+callbacks.poison.step=1"]
     metrics = train(compose_train(tmp_path, [*SHORT, "trainer.max_steps=3", "max_nonfinite_steps=1", *poison]))
     assert metrics["train/skipped_steps"] == 1.0
-    weights = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    weights = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.isfinite(w).all() for w in weights.values())
 
 

@@ -45,13 +45,13 @@ def test_a_token_budget_run_resumes_exactly(tmp_path):
     signal_cb = ["+callbacks.signal._target_=tests.test_resume.SendSignalAt", "+callbacks.signal.batch_idx=6"]
     with pytest.raises(SystemExit):
         train(compose_train(stopped, [*overrides, *signal_cb]))
-    assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
     train(compose_train(stopped, [*overrides, "ckpt_path=last"]))
     expected, got = losses(straight), losses(stopped)
     assert sorted(got) == list(range(6))
     for step in range(6):
         assert got[step] == pytest.approx(expected[step], abs=1e-6, rel=0), step
-    final = torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    reference = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    final = torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    reference = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     for name, tensor in reference.items():
         assert torch.allclose(final[name], tensor, atol=1e-6), name

@@ -107,7 +107,7 @@ def test_writes_checkpoints_config_and_a_reloadable_hf_export(finished_run):
     assert (run_dir / "config.yaml").is_file()
     ckpts = {p.name for p in (run_dir / "checkpoints").iterdir()}
     assert {"last.ckpt", "step000003.ckpt", "step000006.ckpt"} <= ckpts
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 6
     assert ckpt["hyper_parameters"]["config"]["loss"]["beta"] == 2.0
 
@@ -137,7 +137,7 @@ def test_resume_from_last_continues_at_the_right_step(finished_run, tmp_path):
 
     train(compose_train(tmp_path, [*TINY_OVERRIDES, "ckpt_path=last"]))
 
-    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
     resumed, straight = read_metrics(tmp_path), read_metrics(straight_dir)
     assert [int(r["step"]) for r in resumed if r.get("train/loss")] == [0, 1, 2, 3, 4, 5]
     assert column(resumed, "train/lr") == pytest.approx(column(straight, "train/lr"))

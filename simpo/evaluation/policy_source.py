@@ -3,8 +3,6 @@ Lightning checkpoint of this project (its training config rebuilds the model, to
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +13,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from data.tokenizers import BUNDLED, load_tokenizer, override_chat_template
 from simpo.adapters import adapter_base, is_adapter_dir, merge_saved_adapter
 from simpo.evaluation.weights import refuse_nonfinite
+from simpo.io import read_torch_file
 from simpo.policy import build_policy, tokenizer_source
 from simpo.pretrained_source import check_pretrained_source
-
-# What torch.load raises on a truncated or otherwise incomplete file (a save cut short by a crash or a full disk).
-UNREADABLE_CHECKPOINT = (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile)
 
 
 @dataclass
@@ -81,15 +77,7 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
         )
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file (relative to {Path.cwd()})")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except PermissionError:
-        raise
-    except UNREADABLE_CHECKPOINT as error:
-        raise ValueError(
-            f"ckpt_path={path}: {path.name} is not a complete checkpoint ({type(error).__name__}: {error}); it was "
-            "probably cut short while being saved: use another checkpoint of the run"
-        ) from None
+    checkpoint = read_torch_file(path, "ckpt_path")
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"ckpt_path={path}: {path.name} is not a Lightning checkpoint (no state_dict)")
     return checkpoint

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from simpo.io import read_torch_file
+
 COLUMNS = ("chosen", "rejected", "kl_chosen", "kl_rejected")
 
 
@@ -75,8 +77,12 @@ class ReferenceTable:
 
     @classmethod
     def load(cls, path: Path) -> tuple[ReferenceTable, dict]:
-        """The table stored at ``path`` and its ``meta``."""
-        stored = torch.load(path, weights_only=True)
+        """The table stored at ``path`` and its ``meta``.
+
+        Raises:
+            CheckpointError: the file is truncated or holds more than plain data (``simpo.io.read_torch_file``).
+        """
+        stored = read_torch_file(path, "reference")
         if stored.get("columns") != list(COLUMNS):
             raise ValueError(f"{path} is not a reference table of this version (columns {stored.get('columns')})")
         return cls(stored["keys"], stored["values"]), stored["meta"]

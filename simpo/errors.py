@@ -1,0 +1,16 @@
+"""Errors the user can fix.
+
+``UserError`` is the base of every error whose message names its cause and the config key to change; the entry
+points print such an error as one line, and any other exception, being a bug, keeps its traceback. It derives from
+``ValueError`` so that callers catching ``ValueError`` still catch it.
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """A mistake in the command, the config or an input file: the message says what to change."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be read or resumed from; the message names the file and the alternatives."""
