@@ -35,6 +35,7 @@ from simpo.entrypoint import (
     user_errors_as_messages,
 )
 from simpo.global_batch import accumulation_steps
+from simpo.io import write_text
 from simpo.loggers import drop_rows_from_step
 from simpo.module import SimPOModule
 from simpo.nonfinite import ADVICE
@@ -237,7 +238,7 @@ def execute(run: PreparedRun) -> dict[str, float]:
     if trainer.is_global_zero:
         apply(run.plan)
         if run.resume is None or not (run_dir / "config.yaml").is_file():
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         if run.resume is not None:  # rows logged after the checkpoint are logged again
             drop_rows_from_step(run_dir / "metrics.csv", start_step)
     details: dict[str, Any] = {"step": start_step}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import lightning as L
@@ -12,6 +11,7 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from simpo.adapters import is_adapted, save_export
 from simpo.finite import describe_nonfinite, nonfinite_tensors
 from simpo.fsdp import gather_full_state_dict
+from simpo.io import atomic_directory
 from simpo.nonfinite import NonFiniteError
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,8 @@ class HFExport(L.Callback):
 
     Under FSDP the full state dict is gathered to CPU on global rank 0 only (every rank takes part), so the
     export works for models larger than one process's share of memory. The files are written to
-    ``<dirpath>.tmp`` on rank 0 and renamed into place, so ``dirpath`` is either complete or absent. The
+    a temporary directory beside it on rank 0 and swapped into place (``simpo.io.atomic_directory``), so ``dirpath`` is
+    the previous complete export or the new complete one. The
     result loads with ``AutoModelForCausalLM.from_pretrained``; a policy with adapters exports the merged model, or
     with ``peft.export=adapter`` the adapter alone (loads with peft onto its base). Weights holding NaN/inf are
     never exported (``NonFiniteError``), and a run none of whose steps was applied exports nothing.
@@ -54,18 +55,15 @@ class HFExport(L.Callback):
         sharded = isinstance(trainer.strategy, ModelParallelStrategy)
         state_dict = gather_full_state_dict(pl_module.policy) if sharded else None
         if trainer.is_global_zero:
-            tmp = self.dirpath.with_name(self.dirpath.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            if is_adapted(pl_module.policy):
-                peft = (pl_module.hparams.get("config") or {}).get("peft") or {}
-                save_export(pl_module.policy, tmp, state_dict, peft.get("export", "merged"), self.max_shard_size)
-            else:
-                pl_module.policy.save_pretrained(
-                    tmp, state_dict=state_dict, safe_serialization=True, max_shard_size=self.max_shard_size
-                )
-            if pl_module.tokenizer is not None:
-                pl_module.tokenizer.save_pretrained(tmp)
-            shutil.rmtree(self.dirpath, ignore_errors=True)
-            tmp.rename(self.dirpath)
+            with atomic_directory(self.dirpath) as tmp:
+                if is_adapted(pl_module.policy):
+                    peft = (pl_module.hparams.get("config") or {}).get("peft") or {}
+                    save_export(pl_module.policy, tmp, state_dict, peft.get("export", "merged"), self.max_shard_size)
+                else:
+                    pl_module.policy.save_pretrained(
+                        tmp, state_dict=state_dict, safe_serialization=True, max_shard_size=self.max_shard_size
+                    )
+                if pl_module.tokenizer is not None:
+                    pl_module.tokenizer.save_pretrained(tmp)
             log.info("exported the policy in Hugging Face format to %s", self.dirpath)
         trainer.strategy.barrier("hf_export")

@@ -11,6 +11,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from simpo.io import atomic_file, write_text
 from simpo.run_status import read_status
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def write_summary(rows: list[dict[str, Any]], sweep_dir: Path) -> None:
     if not rows:
         return
     fields = list(rows[0])
-    with (sweep_dir / "summary.csv").open("w", newline="") as handle:
+    with atomic_file(sweep_dir / "summary.csv", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
@@ -69,7 +70,7 @@ def write_summary(rows: list[dict[str, Any]], sweep_dir: Path) -> None:
     failed = [row for row in rows if row["error"]]
     if failed:
         lines += ["", "Failed runs:", *(f"- run {row['run']}: {' '.join(row['error'].split())}" for row in failed)]
-    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    write_text(sweep_dir / "summary.md", "\n".join(lines) + "\n")
 
 
 def _cell(value: Any) -> str:

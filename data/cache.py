@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from data.progress import no_progress_bars
 from data.tokenizers import cache_root
+from simpo.io import atomic_directory
 
 CODE_FILES = ("file_rows.py", "pair_encoding.py", "templating.py", "layouts.py", "bos.py", "report.py", "cache.py")
 REPORT_FILE = "report.json"
@@ -64,17 +63,7 @@ def load(key: str) -> tuple[datasets.Dataset, dict[str, Any]] | None:
 
 def save(key: str, dataset: datasets.Dataset, report: dict[str, Any]) -> None:
     """Store (data set, split report) under ``key`` atomically; an entry another process wrote first is kept."""
-    target = entry_dir(key)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
-    try:
+    with atomic_directory(entry_dir(key), replace=False) as tmp:  # another process finished first: keep theirs
         with no_progress_bars():
             dataset.save_to_disk(str(tmp / "data"))
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2))
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first: keep theirs
-            if not (target / REPORT_FILE).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -20,6 +20,8 @@ import json
 import random
 from pathlib import Path
 
+from simpo.io import write_text
+
 SUBJECTS: dict[str, list[tuple[str, str]]] = {
     "animal": [
         ("cat", "a small furry pet that likes to sleep in the sun"),
@@ -133,9 +135,7 @@ def make_splits(n_train: int, n_test: int, seed: int) -> tuple[list[dict], list[
 
 def write_jsonl(rows: list[dict], path: Path) -> None:
     """Write one JSON object per line."""
-    with path.open("w") as handle:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
+    write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def main() -> None:

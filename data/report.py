@@ -12,14 +12,13 @@ keeps the indices of the split it was carved from); ``malformed_json`` lines are
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from simpo.io import write_json
 
 EXAMPLES_PER_REASON = 5
 PERCENTILES = (50, 90, 99)
@@ -178,8 +177,4 @@ def format_table(report: dict[str, Any]) -> str:
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
     """Write ``report`` as JSON to ``path`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(report, handle, indent=2)
-    os.replace(tmp, path)
+    write_json(path, report)

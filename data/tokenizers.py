@@ -17,12 +17,12 @@ Bundled chat templates (``data/chat_templates/<name>.jinja``): ``llama3``, ``mis
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from simpo.io import atomic_directory
 
 CHAT_TEMPLATE_DIR = Path(__file__).parent / "chat_templates"
 
@@ -102,17 +102,8 @@ def bundled_tokenizer_dir(name: str) -> Path:
     target = cache_root() / "tokenizers" / name
     if (target / "tokenizer.json").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
+    with atomic_directory(target, replace=False) as tmp:  # another process finished first: keep theirs
         BUNDLED[name](tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first: keep theirs
-            if not (target / "tokenizer.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -22,6 +22,8 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
+from simpo.io import commit, temporary_for
+
 log = logging.getLogger(__name__)
 
 MIXED_PRECISION = {  # trainer.precision -> FSDP2 (param dtype, gradient reduction dtype)
@@ -121,9 +123,9 @@ class AtomicModelParallelStrategy(ModelParallelStrategy):
     """``ModelParallelStrategy`` for pure FSDP whose checkpoints appear atomically.
 
     ``data_parallel_size="all"`` (the default) shards over every process (devices x nodes; Lightning's own
-    ``"auto"`` means one group per node). A sharded checkpoint is a directory written by every rank; it is
-    written as ``.<name>.tmp`` and, once all ranks are done, renamed into place by rank 0, so ``last.ckpt``
-    is always a complete checkpoint.
+    ``"auto"`` means one group per node). A sharded checkpoint is a directory written by every rank into a
+    temporary beside it, which rank 0 swaps into place once all ranks are done, so ``last.ckpt`` is always a
+    complete checkpoint.
     """
 
     def __init__(self, data_parallel_size: int | str = "all", tensor_parallel_size: int = 1, **kwargs: Any) -> None:
@@ -152,18 +154,19 @@ class AtomicModelParallelStrategy(ModelParallelStrategy):
             model_parallel._distributed_checkpoint_load = original
 
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
+        """A sharded checkpoint is written by every rank into a temporary directory that rank 0 then commits
+        (``simpo.io.commit``: the previous checkpoint stays whole until the new one is); a full one is a file, written
+        by rank 0 through the checkpoint IO (``AtomicCheckpointIO``)."""
+        if not self._save_distributed_checkpoint:
+            return super().save_checkpoint(checkpoint, filepath, storage_options)
         target = Path(self.broadcast(str(filepath)))
-        tmp = target.with_name(f".{target.name}.tmp")
-        if self.global_rank == 0 and tmp.exists():
-            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-        self.barrier("checkpoint_tmp_clean")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        self.barrier("checkpoint_written")
-        if self.global_rank == 0:
-            old = target.with_name(f".{target.name}.old")
-            if target.exists():
-                target.rename(old)
-            tmp.rename(target)
-            if old.exists():
-                shutil.rmtree(old) if old.is_dir() else old.unlink()
-        self.barrier("checkpoint_renamed")
+        tmp = Path(self.broadcast(str(temporary_for(target, directory=True)) if self.global_rank == 0 else None))
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            self.barrier("checkpoint_written")
+            if self.global_rank == 0:
+                commit(tmp, target)
+        finally:
+            if self.global_rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+        self.barrier("checkpoint_committed")

@@ -1,4 +1,4 @@
-"""Files in one place: one reader for every ``torch.save`` file, which never runs code from it.
+"""Files in one place: one reader for every ``torch.save`` file, which never runs code from it, and one atomic writer.
 
 Checkpoints are shared and downloaded, so a file is data, never code: ``torch.load`` runs with ``weights_only=True``
 (tensors, numbers, strings, ``None``, lists, tuples and dicts; everything this project saves is made of those), and a
@@ -9,12 +9,21 @@ refused before any of it is used; so is a truncated one, with a different messag
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import importlib
+import json
+import os
 import pickle
 import re
+import secrets
+import shutil
+import socket
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import torch
 
@@ -141,3 +150,216 @@ def read_torch_file(path: str | Path, key: str = "ckpt_path", mmap: bool = False
         raise
     except (RuntimeError, EOFError, KeyError, IndexError, ValueError, OSError, zipfile.BadZipFile) as error:
         raise _truncated(path, key, str(error).split(". ")[0] or type(error).__name__) from None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Writing: one atomic writer for files and directories.
+#
+# A file or directory is written under a temporary name beside its target (same file system), synced (the file, or
+# every file of the directory), renamed onto the target, and the parent directory is synced, so that after a crash the
+# target is the previous complete version or the new complete one. A directory replaces an existing one by an atomic
+# exchange (Linux's renameat2(RENAME_EXCHANGE)); where the file system lacks it, the old one is moved aside first, and
+# the next writer of the same target undoes or finishes such an interrupted swap. Temporaries carry the host and the
+# process id (``.<name>.tmp-<host>-<pid>-<random>``), so the next writer removes those that a killed process left.
+# Files get the usual permissions under the umask.
+# ---------------------------------------------------------------------------------------------------------------------
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<host>[^-]+)-(?P<pid>\d+)-[0-9a-f]+$")
+_RENAME_EXCHANGE = 2  # <linux/fs.h>
+_AT_FDCWD = -100
+
+
+def _host() -> str:
+    return socket.gethostname().replace("-", "_") or "host"
+
+
+def _sibling(path: Path, kind: str) -> Path:
+    return path.with_name(f".{path.name}.{kind}-{_host()}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make the entries of ``directory`` (a rename into it) durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for directory, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_directory(Path(directory))
+
+
+def remove_stale_temporaries(directory: Path, name: str | None = None) -> None:
+    """Clean up after writers of this host that were killed: remove their temporaries, and undo (the target is gone:
+    the previous version is moved back) or finish (the new version is in place: the old one is removed) a directory
+    swap that was interrupted. Only the entries of ``name`` when given, else of every target in ``directory``;
+    temporaries of live processes and of other hosts are left alone."""
+    if not directory.is_dir():
+        return
+    for entry in directory.iterdir():
+        found = _TEMPORARY.match(entry.name)
+        if found is None or (name is not None and found["name"] != name):
+            continue
+        if found["host"] != _host() or _alive(int(found["pid"])):
+            continue
+        target = directory / found["name"]
+        if found["kind"] == "old" and not target.exists() and not target.is_symlink():
+            os.rename(entry, target)  # undo: the previous version is the target again
+        else:
+            _remove(entry)
+    fsync_directory(directory)
+
+
+def temporary_for(path: Path, directory: bool = False) -> Path:
+    """A new temporary beside ``path`` (an empty directory when ``directory``), after removing stale ones."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent, path.name)
+    tmp = _sibling(path, "tmp")
+    if directory:
+        os.mkdir(tmp, 0o777)
+    return tmp
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (renameat2 with RENAME_EXCHANGE); False where the system or file system lacks it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, f"renameat2({a}, {b}, RENAME_EXCHANGE): {os.strerror(code)}")
+
+
+def _create(tmp: Path, path: Path) -> bool:
+    """Rename ``tmp`` to ``path`` unless ``path`` appeared meanwhile (then ``tmp`` is dropped): False."""
+    try:
+        if tmp.is_dir():
+            os.rename(tmp, path)  # fails onto a non-empty directory
+        else:
+            os.link(tmp, path)  # fails onto any existing file, unlike rename
+            tmp.unlink()
+    except OSError:
+        if not path.exists():
+            raise
+        _remove(tmp)
+        return False
+    fsync_directory(path.parent)
+    return True
+
+
+def commit(tmp: Path, path: Path, replace: bool = True) -> bool:
+    """Move the complete temporary ``tmp`` (a file or a directory from ``temporary_for``) onto ``path``.
+
+    Args:
+        replace: replace an existing ``path``; False keeps it (another process finished the same work first) and
+            drops ``tmp``.
+
+    Returns:
+        True when ``tmp`` is now ``path``.
+    """
+    if tmp.is_dir():
+        _fsync_tree(tmp)
+    else:
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+    exists = path.exists() or path.is_symlink()
+    if not replace:
+        if exists:
+            _remove(tmp)
+            return False
+        return _create(tmp, path)
+    if not exists or not (tmp.is_dir() or path.is_dir()):
+        os.replace(tmp, path)
+    elif _exchange(tmp, path):  # tmp now holds the previous version
+        fsync_directory(path.parent)
+        _remove(tmp)
+    else:
+        aside = _sibling(path, "old")
+        os.rename(path, aside)
+        os.rename(tmp, path)
+        fsync_directory(path.parent)
+        _remove(aside)
+    fsync_directory(path.parent)
+    return True
+
+
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "w", **open_kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path`` for writing; on a clean exit it replaces ``path`` (synced), on an error
+    it is removed and ``path`` keeps its previous contents.
+
+    Args:
+        mode: ``"w"`` (text) or ``"wb"`` (bytes).
+        open_kwargs: passed on to ``open`` (``newline``, ``encoding``).
+    """
+    path = Path(path)
+    tmp = temporary_for(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)  # the umask applies
+        with os.fdopen(fd, mode, **open_kwargs) as handle:
+            yield handle
+        commit(tmp, path)
+    finally:
+        _remove(tmp)
+
+
+@contextmanager
+def atomic_directory(path: str | Path, replace: bool = True) -> Iterator[Path]:
+    """A temporary directory beside ``path`` to fill; on a clean exit it becomes ``path`` (``commit``), on an error it
+    is removed and ``path`` stays as it was."""
+    path = Path(path)
+    tmp = temporary_for(path, directory=True)
+    try:
+        yield tmp
+        commit(tmp, path, replace)
+    finally:
+        _remove(tmp)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_file(path) as handle:
+        handle.write(text)
+
+
+def write_json(path: str | Path, value: Any, indent: int | None = 2, **dump_kwargs: Any) -> None:
+    """Write ``value`` as JSON to ``path`` atomically."""
+    with atomic_file(path) as handle:
+        json.dump(value, handle, indent=indent, **dump_kwargs)
+
+
+def save_torch(value: Any, path: str | Path) -> None:
+    """``torch.save`` ``value`` to ``path`` atomically."""
+    with atomic_file(path, "wb") as handle:
+        torch.save(value, handle)

@@ -11,6 +11,8 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from simpo.io import atomic_file, write_text
+
 
 def drop_rows_from_step(metrics_csv: Path, step: int) -> int:
     """Remove the rows of ``metrics_csv`` logged at ``step`` or later (before resuming at ``step``).
@@ -24,12 +26,10 @@ def drop_rows_from_step(metrics_csv: Path, step: int) -> int:
         fields, rows = reader.fieldnames or [], list(reader)
     kept = [row for row in rows if not row.get("step") or int(row["step"]) < step]
     if len(kept) < len(rows):
-        tmp = metrics_csv.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as handle:
+        with atomic_file(metrics_csv, newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
             writer.writerows(kept)
-        os.replace(tmp, metrics_csv)
     return len(rows) - len(kept)
 
 
@@ -90,6 +90,5 @@ def wandb_logger(save_dir: str, project: str, name: str | None = None, offline: 
         run_id = id_file.read_text().strip()
     else:
         run_id = secrets.token_hex(4)
-        Path(save_dir).mkdir(parents=True, exist_ok=True)
-        id_file.write_text(run_id)
+        write_text(id_file, run_id)
     return WandbLogger(save_dir=save_dir, project=project, name=name, offline=offline, id=run_id, resume="allow")

@@ -7,6 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from simpo.io import remove_stale_temporaries
 from simpo.run_status import read_status
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,11 @@ def _has_checkpoints(run_dir: Path) -> bool:
 
 
 def apply(plan: RunPlan) -> None:
-    """Create the run directory and remove what ``plan`` clears."""
+    """Create the run directory, remove what ``plan`` clears, and clean up after a killed earlier attempt (its
+    temporaries, an interrupted swap of ``hf/``: ``simpo.io.remove_stale_temporaries``)."""
     plan.run_dir.mkdir(parents=True, exist_ok=True)
+    for directory in (plan.run_dir, plan.run_dir / "checkpoints"):
+        remove_stale_temporaries(directory)
     for name in plan.cleared:
         path = plan.run_dir / name
         if path.is_dir() and not path.is_symlink():

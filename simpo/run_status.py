@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
+
+from simpo.io import write_json
 
 STATUSES = ("running", "completed", "failed", "interrupted")
 
@@ -72,10 +73,7 @@ def write_status(
     else:  # this attempt's end
         attempts[-1] = {**attempts[-1], **attempt, "ended": now}
     record: dict[str, Any] = {"run_dir": str(run_dir), **attempts[-1], "attempts": attempts}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    os.replace(tmp, path)
+    write_json(path, record, default=str)
     return path
 
 

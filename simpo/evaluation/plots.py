@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 
+from simpo.io import atomic_file
+
 
 def finite_part(values: np.ndarray) -> tuple[np.ndarray, int]:
     """The finite entries of ``values`` (shape (N,)) and how many NaN/Inf entries were left out."""
@@ -91,6 +93,7 @@ def training_curves(metrics_csv: Path, path: Path) -> Path:
 
 def _save(figure: plt.Figure, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with atomic_file(path, "wb") as handle:
+        figure.savefig(handle, dpi=100, format=path.suffix.lstrip(".") or "png")
     plt.close(figure)
     return path

@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import datasets
 
+from simpo.io import atomic_file, write_json
+
 Format = Literal["alpaca_eval", "arena_hard", "mt_bench"]
 FORMATS: tuple[str, ...] = ("alpaca_eval", "arena_hard", "mt_bench")
 
@@ -164,11 +166,10 @@ def write_answers(
                 record["dataset"] = prompt.row["dataset"]
             records.append(record)
         path = out_dir / "model_outputs.json"
-        path.write_text(json.dumps(records, indent=2, ensure_ascii=False))
+        write_json(path, records, ensure_ascii=False)
         return path
     path = out_dir / "model_answer" / f"{name}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
+    with atomic_file(path) as handle:
         for prompt, answer, lens in zip(prompts, answers, token_lens, strict=True):
             if fmt == "arena_hard":
                 turns: list[Any] = [{"content": a, "token_len": n} for a, n in zip(answer, lens, strict=True)]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import platform
 from pathlib import Path
 from typing import Any
+
+from simpo.io import write_json, write_text
 
 VERSIONED = ["torch", "transformers", "lightning", "datasets", "tokenizers"]
 
@@ -25,7 +26,7 @@ def versions() -> dict[str, str]:
 def write_metrics(run_dir: Path, metrics: dict[str, float], meta: dict[str, Any]) -> Path:
     """``metrics.json``: the flat metrics beside ``model``, ``data``, ``settings`` and ``versions``."""
     path = run_dir / "metrics.json"
-    path.write_text(json.dumps({**meta, "versions": versions(), "metrics": metrics}, indent=2, default=str))
+    write_json(path, {**meta, "versions": versions(), "metrics": metrics}, default=str)
     return path
 
 
@@ -41,5 +42,5 @@ def write_report(run_dir: Path, title: str, metrics: dict[str, float], notes: li
     parts = [f"# {title}", "", *[f"- {note}" for note in notes], "", markdown_table(metrics), ""]
     parts += [f"![{image.stem}]({image.name})" for image in images]
     path = run_dir / "report.md"
-    path.write_text("\n".join(parts) + "\n")
+    write_text(path, "\n".join(parts) + "\n")
     return path

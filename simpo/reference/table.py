@@ -4,14 +4,12 @@ depend on."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from simpo.io import read_torch_file
+from simpo.io import read_torch_file, save_torch
 
 COLUMNS = ("chosen", "rejected", "kl_chosen", "kl_rejected")
 
@@ -64,16 +62,7 @@ class ReferenceTable:
 
     def save(self, path: Path, meta: dict) -> None:
         """Write the table (and ``meta``, what it was computed from) to ``path`` atomically."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-        os.close(handle)
-        try:
-            torch.save({"keys": self.keys, "values": self.values, "columns": list(COLUMNS), "meta": meta}, tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        save_torch({"keys": self.keys, "values": self.values, "columns": list(COLUMNS), "meta": meta}, path)
 
     @classmethod
     def load(cls, path: Path) -> tuple[ReferenceTable, dict]:

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from simpo.io import atomic_file
 from simpo.sampling.shards import write_json_atomic
 
 
@@ -80,7 +81,8 @@ def plot(pairs: list[dict[str, Any]], all_scores: list[float], path: Path) -> Pa
     longer = f"{np.mean(np.asarray(y) > np.asarray(x)):.0%} chosen longer" if pairs else "no pairs"
     lengths.set(title=f"length in tokens; {longer}", xlabel="rejected", ylabel="chosen")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with atomic_file(path, "wb") as handle:
+        figure.savefig(handle, dpi=100, format=path.suffix.lstrip(".") or "png")
     plt.close(figure)
     return path
 

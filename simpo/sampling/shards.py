@@ -18,31 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from simpo.io import remove_stale_temporaries, write_json, write_text
 from simpo.sampling.stop import deferred
 
 MANIFEST = "manifest.json"
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
-    """Write ``value`` as JSON to ``path`` through a temporary file and a rename (never half a file; a stop signal
-    waits for the rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """``simpo.io.write_json`` (never half a file) with a stop signal waiting for the rename."""
     with deferred():
-        with tmp.open("w") as handle:
-            json.dump(value, handle, ensure_ascii=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
+        write_json(path, value, indent=None, ensure_ascii=False)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (a stop signal waits for the rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """``simpo.io.write_text`` with a stop signal waiting for the rename."""
     with deferred():
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text(path, text)
 
 
 def process_rank() -> tuple[int, int]:
@@ -120,21 +111,7 @@ class ShardStore:
 
     def remove_stale_temporaries(self) -> None:
         """Drop the temporary files a killed process of this host left behind (never a finished shard)."""
-        if self.directory.is_dir():
-            for tmp in self.directory.glob(".shard-*.json.tmp-*"):
-                pid = tmp.name.rsplit("-", 1)[-1]
-                if pid.isdigit() and not _alive(int(pid)):
-                    tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        remove_stale_temporaries(self.directory)
 
 
 def check_manifest(output_dir: Path, sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

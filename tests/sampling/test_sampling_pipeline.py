@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sample import sample
+from simpo import io
 from tests.conftest import compose_train
 from tests.sampling.conftest import compose_sample, pipeline_overrides, read_jsonl
 from train import train
@@ -93,7 +94,7 @@ def test_a_rerun_redoes_only_missing_shards_and_gives_the_same_rows(finished, po
     copy_stages(out, tmp_path, ("generate", "score"))
     for stage in ("generate", "score"):  # a crash while shard 1 was generated: no files of it, a stale temporary
         (tmp_path / stage / "shard-00001.json").unlink()
-    (tmp_path / "generate" / ".shard-00001.json.tmp-999999999").write_text('{"rows": [')
+    (tmp_path / "generate" / f".shard-00001.json.tmp-{io._host()}-999999999-00ab").write_text('{"rows": [')
     sample(compose_sample(tmp_path, pipeline_overrides(policy_dir, reward_dir)))
     assert rows_of(tmp_path) == rows_of(out)
     assert not list((tmp_path / "generate").glob(".*tmp*"))
