@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from simpo.entrypoint import build, build_loss, register_resolvers, silence_library_noise, user_errors_as_messages
+from simpo.errors import UserError
 from simpo.evaluation import decoding as dec
 from simpo.evaluation.generation import answer, check_prompts
 from simpo.evaluation.judge import RewardModel, compare
@@ -71,7 +72,7 @@ def run_preference(cfg: DictConfig, policy: LoadedPolicy, loss: Objective, run_d
     datamodule = build(cfg.data, tokenizer=policy.tokenizer, whole_file_validation=True)
     datamodule.setup("validate")
     if "val" not in datamodule.splits:
-        raise ValueError(
+        raise UserError(
             "the preference task needs pairs: set data.test_split, data.val_size, or data.dataset to a single file"
         )
     reference = evaluation_reference(loss, cfg.reference.name_or_path, policy.training_config, policy.tokenizer,
@@ -129,7 +130,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """
     validate_settings(cfg)
     if (Path(cfg.run_dir) / "status.json").is_file():
-        raise ValueError(
+        raise UserError(
             f"hydra.run.dir={cfg.run_dir} holds a training run: evaluate.py writes its own files (metrics.json, "
             "report.md, data_report.json, plots), so give it a directory of its own"
         )

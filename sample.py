@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from simpo.entrypoint import register_resolvers, silence_library_noise, user_errors_as_messages
+from simpo.errors import UserError
 from simpo.evaluation.judge import RewardModel
 from simpo.policy import DTYPES
 from simpo.sampling.binarize import binarize, split_pairs, write_splits
@@ -105,7 +106,7 @@ def prepare_score(cfg: DictConfig, run: Prepared) -> dict[str, Any]:
         r.name_or_path, r.trust_remote_code, key="reward_model.name_or_path", dtype=DTYPES[r.dtype]
     )
     if not run.reward.tokenizer.chat_template:
-        raise ValueError(f"reward_model.name_or_path={r.name_or_path}: its tokenizer has no chat template")
+        raise UserError(f"reward_model.name_or_path={r.name_or_path}: its tokenizer has no chat template")
     return {
         "reward_model": r.name_or_path,
         "trust_remote_code": r.trust_remote_code,
@@ -147,12 +148,12 @@ def prepare(cfg: DictConfig) -> Prepared:
     if "score" in stages:
         sections["score"] = prepare_score(cfg, run)
         if "generate" not in stages and generated.missing(scored.missing(run.plan.mine())):
-            raise ValueError(
+            raise UserError(
                 f"stages={list(stages)}: output_dir={output_dir} lacks generated shards to score: run the generate "
                 "stage first (stages=[generate,score,binarize])"
             )
     if stages == ("binarize",) and scored.missing(list(range(run.plan.num_shards))):
-        raise ValueError(f"stages=[binarize]: output_dir={output_dir} lacks scored shards: run generate, score first")
+        raise UserError(f"stages=[binarize]: output_dir={output_dir} lacks scored shards: run generate, score first")
     run.manifest = check_manifest(output_dir, sections)
     return run
 
@@ -202,7 +203,7 @@ def finish(cfg: DictConfig, run: Prepared) -> dict[str, Any]:
         if result.pairs:
             write_splits(output_dir, splits)
     if not result.pairs:
-        raise ValueError(
+        raise UserError(
             f"no prompt kept a pair (dropped: {dict(result.dropped)}; see {output_dir / 'report.json'}): the reward "
             "model cannot tell the responses apart, or the samples are all alike (raise generate.temperature)"
         )

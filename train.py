@@ -34,6 +34,7 @@ from simpo.entrypoint import (
     silence_library_noise,
     user_errors_as_messages,
 )
+from simpo.errors import UserError
 from simpo.global_batch import accumulation_steps
 from simpo.io import write_text
 from simpo.loggers import drop_rows_from_step
@@ -142,7 +143,7 @@ def set_accumulation(trainer: L.Trainer, cfg: DictConfig) -> None:
         return
     steps = accumulation_steps(global_batch, cfg.data.batch_size, trainer.world_size)
     if cfg.trainer.accumulate_grad_batches not in (1, steps):
-        raise ValueError(
+        raise UserError(
             f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} contradicts "
             f"data.global_batch_size={global_batch} (which needs {steps}): set only one of them"
         )

@@ -16,6 +16,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from data.templating import template_texts
+from simpo.errors import UserError
 
 BOS_POLICIES = ("error", "fix")
 PROBE = [{"role": "user", "content": "Hello."}], {"role": "assistant", "content": "Hi."}
@@ -24,7 +25,7 @@ PROBE = [{"role": "user", "content": "Hello."}], {"role": "assistant", "content"
 def check_policy(policy: str) -> str:
     """Validate ``data.bos_policy``."""
     if policy not in BOS_POLICIES:
-        raise ValueError(f"data.bos_policy must be one of {list(BOS_POLICIES)}, not {policy!r}")
+        raise UserError(f"data.bos_policy must be one of {list(BOS_POLICIES)}, not {policy!r}")
     return policy
 
 

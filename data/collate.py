@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from simpo.errors import UserError
 from simpo.logprobs import IGNORE_INDEX
 
 LAYOUTS = ("padded", "packed", "shared_prompt", "shared_prompt_packed")
@@ -62,9 +63,9 @@ def _shared_prompt_unit(pair: dict[str, Any], index: int, n_pairs: int) -> _Unit
     chosen, rejected = pair["chosen_input_ids"], pair["rejected_input_ids"]
     p = _prompt_length(pair["chosen_labels"])
     if _prompt_length(pair["rejected_labels"]) != p or chosen[:p] != rejected[:p]:
-        raise ValueError(f"pair {index}: chosen and rejected do not share their prompt tokens; use data.layout=padded")
+        raise UserError(f"pair {index}: chosen and rejected do not share their prompt tokens; use data.layout=padded")
     if p == 0:
-        raise ValueError(f"pair {index} has no prompt token to share; use data.layout=padded")
+        raise UserError(f"pair {index} has no prompt token to share; use data.layout=padded")
     c, r = chosen[p:], rejected[p:]
     ids = chosen[:p] + c + r
     positions = list(range(p + len(c))) + list(range(p, p + len(r)))
@@ -120,7 +121,7 @@ class PreferenceCollator:
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
-            raise ValueError(f"data.layout must be one of {list(LAYOUTS)}, not {self.layout!r}")
+            raise UserError(f"data.layout must be one of {list(LAYOUTS)}, not {self.layout!r}")
 
     def unit_lengths(self, pairs: list[dict[str, Any]]) -> list[int]:
         """The lengths of the units ``pairs`` become in this layout, in the collator's order, from the token ids

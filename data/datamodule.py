@@ -33,6 +33,7 @@ from data.sources import SplitRows, carve_validation, check_val_size, is_single_
 from data.templating import require_chat_template
 from data.token_budget import TokenBudget, describe, pair_lengths, plan_micro_batches
 from data.tokenizers import override_chat_template
+from simpo.errors import UserError
 from simpo.value_checks import check_non_negative_int, check_number, check_one_of, check_positive_int
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.global_batch_size = check_positive_int("data.global_batch_size", global_batch_size, nullable=True)
         self.max_tokens_per_batch = check_positive_int("data.max_tokens_per_batch", max_tokens_per_batch, nullable=True)
         if self.max_tokens_per_batch is not None and self.global_batch_size is not None:
-            raise ValueError(
+            raise UserError(
                 f"data.global_batch_size={global_batch_size} fixes the pairs per optimizer step, while "
                 f"data.max_tokens_per_batch={max_tokens_per_batch} fills micro-batches by tokens, so the pairs per "
                 "step vary: set data.global_batch_size=null and choose trainer.accumulate_grad_batches (micro-batches "
@@ -146,19 +147,19 @@ class PreferenceDataModule(L.LightningDataModule):
         num_proc = check_positive_int("data.num_proc", num_proc, nullable=True)
         self.seed = check_non_negative_int("data.seed", seed)
         if not isinstance(dataset, (str, Path)) or not str(dataset).strip():
-            raise ValueError(f"data.dataset must name a file, a directory or a hub data set, not {dataset!r}")
+            raise UserError(f"data.dataset must name a file, a directory or a hub data set, not {dataset!r}")
         if columns is not None and not isinstance(columns, Mapping):
-            raise ValueError(f"data.columns must map prompt / chosen / rejected to column names, not {columns!r}")
+            raise UserError(f"data.columns must map prompt / chosen / rejected to column names, not {columns!r}")
         self.dataset = str(dataset)
         self.single_file = is_single_file(self.dataset)
         if not self.single_file:
             if test_split is not None and val_size is not None:
-                raise ValueError(
+                raise UserError(
                     f"data.val_size={val_size} carves validation rows out of train only when data.test_split=null "
                     f"(it is {test_split!r}): set one of them to null"
                 )
             if test_split is not None and test_split == train_split:
-                raise ValueError(
+                raise UserError(
                     f"data.test_split={test_split!r} is also data.train_split, so validation would run on training "
                     "rows: name another split, or set data.test_split=null and data.val_size=0.05 to carve one"
                 )
@@ -321,7 +322,7 @@ class PreferenceDataModule(L.LightningDataModule):
         if not offending:
             return
         source = source_rows if source_rows is not None else range(len(rows))
-        raise ValueError(
+        raise UserError(
             diagnose(
                 self.tokenizer,
                 split,
@@ -448,7 +449,7 @@ class PreferenceDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if "train" not in self.splits:
-            raise ValueError(
+            raise UserError(
                 f"no training split: data.dataset={self.dataset} is a single file validated on whole "
                 "(whole_file_validation=True is for evaluation)"
             )

@@ -28,6 +28,8 @@ import pyarrow as pa
 import pyarrow.json as paj
 import pyarrow.parquet as pq
 
+from simpo.errors import UserError
+
 FILE_TYPES = (".jsonl", ".json", ".parquet")
 BLOCK_SIZE = 1 << 20  # bytes per pyarrow parse block (a longer line takes the line scan)
 MAX_BLOCK_SIZE = (1 << 31) - 1
@@ -60,7 +62,7 @@ def read_file(path: Path, where: str) -> FileRows:
     """
     suffix = path.suffix.lower()
     if suffix not in FILE_TYPES:
-        raise ValueError(f"{where}: {path} is an unsupported file type; use one of {list(FILE_TYPES)}")
+        raise UserError(f"{where}: {path} is an unsupported file type; use one of {list(FILE_TYPES)}")
     fingerprint = content_digest(path)
     if suffix == ".parquet":
         table, malformed = _read_parquet(path, where), []
@@ -69,7 +71,7 @@ def read_file(path: Path, where: str) -> FileRows:
     else:
         table, malformed = _read_json_lines(path, where)
     if table.num_rows == 0 and not malformed:
-        raise ValueError(
+        raise UserError(
             f"{path} holds no rows (it is empty or holds only blank lines); it is {where}: point data.dataset at "
             "a file with rows"
         )
@@ -106,7 +108,7 @@ def _read_parquet(path: Path, where: str) -> pa.Table:
     try:
         return pq.read_table(path)
     except (pa.ArrowException, OSError) as error:
-        raise ValueError(f"{path} is not a readable Parquet file ({one_line(error)}); it is {where}") from error
+        raise UserError(f"{path} is not a readable Parquet file ({one_line(error)}); it is {where}") from error
 
 
 def _parse(data: bytes | Path, block_size: int) -> pa.Table:
@@ -142,7 +144,7 @@ def _read_json_lines(path: Path, where: str) -> tuple[pa.Table, list[int]]:
         # list later would fail across blocks).
         return _parse(data, len(data) + 1), malformed
     except (pa.ArrowException, ValueError) as error:
-        raise ValueError(_type_conflict(path, where, "line", good_numbers, good, error)) from error
+        raise UserError(_type_conflict(path, where, "line", good_numbers, good, error)) from error
 
 
 def _decoded_lines(path: Path, where: str) -> Iterator[tuple[int, str]]:
@@ -156,7 +158,7 @@ def _decoded_lines(path: Path, where: str) -> Iterator[tuple[int, str]]:
             try:
                 yield number, (raw.removeprefix(BOM) if number == 1 else raw).decode("utf-8")
             except UnicodeDecodeError as error:
-                raise ValueError(_not_utf8(path, number, raw[error.start], where)) from error
+                raise UserError(_not_utf8(path, number, raw[error.start], where)) from error
 
 
 def _reject_constant(name: str) -> None:
@@ -211,14 +213,14 @@ def _read_json_array(path: Path, where: str) -> pa.Table:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(_not_utf8(path, raw.count(b"\n", 0, error.start) + 1, raw[error.start], where)) from error
+        raise UserError(_not_utf8(path, raw.count(b"\n", 0, error.start) + 1, raw[error.start], where)) from error
     try:
         items = json.loads(text, parse_constant=_reject_constant)
     except ValueError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); it is {where}") from error
+        raise UserError(f"{path} is not valid JSON ({error}); it is {where}") from error
     not_objects = [i for i, item in enumerate(items) if not isinstance(item, dict)]
     if not_objects:
-        raise ValueError(
+        raise UserError(
             f"{path}: {len(not_objects)} of the {len(items)} elements of its JSON array are not row objects "
             f"(elements {not_objects[:5]}, counted from 0); it is {where}: every element must be one row object"
         )
@@ -229,4 +231,4 @@ def _read_json_array(path: Path, where: str) -> pa.Table:
     try:
         return _parse(data, len(data) + 1)
     except (pa.ArrowException, ValueError) as error:
-        raise ValueError(_type_conflict(path, where, "element", list(range(len(items))), lines, error)) from error
+        raise UserError(_type_conflict(path, where, "element", list(range(len(items))), lines, error)) from error

@@ -21,6 +21,8 @@ from typing import Any
 
 import datasets
 
+from simpo.errors import UserError
+
 Message = dict[str, str]
 
 FIELDS = ("prompt", "chosen", "rejected")
@@ -41,7 +43,7 @@ BAD_ROW_REASONS = {
 }
 
 
-class BadRowError(ValueError):
+class BadRowError(UserError):
     """A row that cannot become a training pair; ``reason`` is a key of ``BAD_ROW_REASONS``."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -67,14 +69,14 @@ def resolve_columns(column_names: list[str], columns: Mapping[str, str] | None) 
     columns = dict(columns or {})
     unknown = sorted(set(columns) - set(FIELDS))
     if unknown:
-        raise ValueError(f"data.columns maps {unknown}: only {list(FIELDS)} can be mapped")
+        raise UserError(f"data.columns maps {unknown}: only {list(FIELDS)} can be mapped")
     resolved = {}
     for field in FIELDS:
         name = columns.get(field, field)
         if name in column_names:
             resolved[field] = name
         elif field in columns or field != "prompt":
-            raise ValueError(
+            raise UserError(
                 f"the data set has no column {name!r} for {field!r} (its columns: {column_names}): "
                 f"set data.columns, e.g. data.columns={{prompt: question, chosen: good, rejected: bad}}"
             )
@@ -128,7 +130,7 @@ def detect_layout(rows: datasets.Dataset, columns: Mapping[str, str]) -> str:
     layout = layout_of(kinds["prompt"], kinds["chosen"], kinds["rejected"])
     if layout is None:
         found = ", ".join(f"{field}={columns.get(field, '-')} ({kind})" for field, kind in kinds.items())
-        raise ValueError(
+        raise UserError(
             f"cannot tell the layout of the data set from its columns ({found}): expected UltraFeedback-binarized "
             "(prompt text, chosen/rejected message lists), TRL-style (prompt/chosen/rejected message lists) or "
             "plain strings (prompt/chosen/rejected texts); set data.columns to the right columns"

@@ -28,6 +28,7 @@ from transformers import PreTrainedTokenizerBase
 from data.bos import check_policy, count_extra_bos, remove_extra_bos, texts_hold
 from data.layouts import BAD_ROW_REASONS, BadRowError, Message, detect_row_layout, row_to_turns
 from data.templating import template_texts
+from simpo.errors import UserError
 from simpo.logprobs import IGNORE_INDEX
 from simpo.value_checks import check_one_of, check_positive_int
 
@@ -65,7 +66,7 @@ class TruncationSettings:
         check_positive_int("data.max_length", self.max_length)
         check_positive_int("data.max_prompt_length", self.max_prompt_length)
         if not self.max_prompt_length < self.max_length:
-            raise ValueError(
+            raise UserError(
                 f"data.max_prompt_length ({self.max_prompt_length}) must be positive and smaller than "
                 f"data.max_length ({self.max_length}), or responses could be cut to nothing"
             )
@@ -193,7 +194,7 @@ def encode_pair(
         reason = out["drop_reason"][0]
         raise BadRowError(reason, BAD_ROW_REASONS[reason])
     if out["bos_extra"][0] and bos_policy == "error":
-        raise ValueError(
+        raise UserError(
             f"the pair holds {out['bos_extra'][0]} BOS tokens besides the leading one: set data.bos_policy=fix"
         )
     return {column: out[column][0] for column in TOKEN_COLUMNS}

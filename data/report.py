@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from simpo.errors import UserError
 from simpo.io import write_json
 
 EXAMPLES_PER_REASON = 5
@@ -127,7 +128,7 @@ def check_rows_left(report: dict[str, Any], dataset: str) -> None:
         ValueError: naming the split, ``data.dataset`` and the counts per reason.
     """
     if report["kept"] == 0:
-        raise ValueError(
+        raise UserError(
             f"no usable rows remain in split {report['split']!r} of data.dataset={dataset}: {top_reasons(report)} "
             f"(all {report['read']} rows read were dropped). Fix the data, or data.columns (missing_field) / "
             "data.max_length (empty_response_after_truncation)"
@@ -141,7 +142,7 @@ def check_drop_fraction(report: dict[str, Any], max_drop_fraction: float, datase
         ValueError: listing the top reasons with example row indices and the settings involved.
     """
     if report["read"] and report["drop_fraction"] > max_drop_fraction:
-        raise ValueError(
+        raise UserError(
             f"split {report['split']!r} of data.dataset={dataset}: dropped {report['read'] - report['kept']} of "
             f"{report['read']} rows "
             f"({report['drop_fraction']:.2%}), more than data.max_drop_fraction={max_drop_fraction}. "

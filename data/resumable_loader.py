@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data.token_budget import KEY as BUDGET_KEY
 from data.token_budget import TokenBudget, equal_share
+from simpo.errors import UserError
 from simpo.global_batch import micro_batch_loss_weight
 
 
@@ -215,13 +216,13 @@ class ResumableDataLoader(DataLoader):
             ValueError: another seed, or (mid-epoch) another token-budget plan than the checkpoint's.
         """
         if state.get("seed", self.epoch_sampler.seed) != self.epoch_sampler.seed:
-            raise ValueError(
+            raise UserError(
                 f"the checkpoint's data order used seed {state['seed']}, this run seed {self.epoch_sampler.seed}: "
                 "resume with the same seed (and data.seed)"
             )
         plan = self.epoch_sampler.digest() if isinstance(self.epoch_sampler, TokenBudgetSampler) else None
         if state.get("batches_done", 0) > 0 and state.get("token_budget_plan") != plan:
-            raise ValueError(
+            raise UserError(
                 f"the checkpoint stopped {state['batches_done']} micro-batches into an epoch planned "
                 f"{'by another token budget' if state.get('token_budget_plan') else 'without a token budget'}, and "
                 f"this run's plan differs: its saved position would skip or repeat pairs. Resume with the same "

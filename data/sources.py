@@ -18,6 +18,7 @@ import numpy as np
 
 from data.file_rows import FILE_TYPES, one_line, read_file
 from data.progress import no_progress_bars
+from simpo.errors import MissingFileError, UserError
 from simpo.value_checks import is_integer
 
 PATH_SUFFIXES = (*FILE_TYPES, ".csv", ".tsv", ".txt", ".arrow", ".gz", ".bz2", ".xz", ".zst", ".zip")
@@ -58,7 +59,7 @@ def _split_file(directory: Path, split: str) -> Path | None:
     matches = [directory / f"{split}{suffix}" for suffix in FILE_TYPES]
     found = [path for path in matches if path.is_file()]
     if len(found) > 1:
-        raise ValueError(f"{directory} holds several files for split {split!r}: {[p.name for p in found]}")
+        raise UserError(f"{directory} holds several files for split {split!r}: {[p.name for p in found]}")
     return found[0] if found else None
 
 
@@ -78,10 +79,10 @@ def _load_hub(dataset: str, split: str) -> datasets.Dataset:
     except Exception as error:  # datasets raises many types (offline, not found, gated, bad split): say which
         cause = one_line(error)
         if isinstance(error, ValueError) and "split" in str(error).lower():
-            raise ValueError(
+            raise UserError(
                 f"data.dataset={dataset} has no split {split!r} ({cause}): set data.train_split / data.test_split"
             ) from error
-        raise ValueError(
+        raise UserError(
             f"data.dataset={dataset} is neither a local path (nothing named {dataset!r} in the working directory "
             f"{Path.cwd()}) nor a reachable hub data set: {cause}"
         ) from error
@@ -92,13 +93,13 @@ def _load_from_disk(path: Path, dataset: str, split: str) -> datasets.Dataset:
         with no_progress_bars():
             loaded = datasets.load_from_disk(str(path))
     except Exception as error:  # e.g. a split saved with no rows has no shard, and datasets fails on it
-        raise ValueError(
+        raise UserError(
             f"data.dataset={dataset} is a save_to_disk copy that cannot be loaded: {one_line(error)}"
         ) from error
     if not isinstance(loaded, datasets.DatasetDict):
         return loaded
     if split not in loaded:
-        raise ValueError(
+        raise UserError(
             f"data.dataset={dataset} (a save_to_disk copy) has no split {split!r} (it has: {list(loaded)}): set "
             "data.train_split / data.test_split to one of them"
         )
@@ -132,7 +133,7 @@ def load_split(dataset: str, split: str) -> SplitRows:
         split_file = _split_file(path, split)
         if split_file is None:
             present = sorted(p.name for p in path.iterdir() if p.suffix in FILE_TYPES)
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"data.dataset={dataset} has no file for split {split!r} (found: {present}); "
                 "set data.train_split / data.test_split to one of them"
             )
@@ -145,7 +146,7 @@ def load_split(dataset: str, split: str) -> SplitRows:
 
 def _with_rows(rows: datasets.Dataset, where: str) -> datasets.Dataset:
     if len(rows) == 0:
-        raise ValueError(f"{where} holds no rows: point data.dataset / data.train_split / data.test_split at data")
+        raise UserError(f"{where} holds no rows: point data.dataset / data.train_split / data.test_split at data")
     return rows
 
 
@@ -159,7 +160,7 @@ def check_val_size(value: object) -> float | int | None:
         return None
     fraction = isinstance(value, float) and 0 < value < 1
     if not (fraction or (is_integer(value) and value >= 1)):  # type: ignore[operator]
-        raise ValueError(
+        raise UserError(
             f"data.val_size must be a fraction in (0, 1) (e.g. 0.05) or a positive row count (e.g. 500), not {value!r}"
         )
     return value  # type: ignore[return-value]
@@ -175,7 +176,7 @@ def validation_count(val_size: float | int, total: int) -> int:
     check_val_size(val_size)
     count = round(val_size * total) if isinstance(val_size, float) else int(val_size)
     if not 0 < count < total:
-        raise ValueError(
+        raise UserError(
             f"data.val_size={val_size} gives {count} validation rows out of {total}: it must leave at least one "
             "row for validation and one for training"
         )

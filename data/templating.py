@@ -12,6 +12,7 @@ from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from data.layouts import Message
+from simpo.errors import UserError
 
 NO_TEMPLATE = (
     "the tokenizer has no chat template: set data.chat_template (a bundled name: llama3, mistral, gemma2; "
@@ -22,7 +23,7 @@ NO_TEMPLATE = (
 def require_chat_template(tokenizer: PreTrainedTokenizerBase) -> None:
     """Raise ``ValueError`` (naming ``data.chat_template``) when ``tokenizer`` has no chat template."""
     if not tokenizer.chat_template:
-        raise ValueError(NO_TEMPLATE)
+        raise UserError(NO_TEMPLATE)
 
 
 def _strip_prefix(text: str, prefix: str | None) -> str:
@@ -52,7 +53,7 @@ def template_texts(
             for turn in (chosen, rejected)
         )
     except TemplateError as error:
-        raise ValueError(
+        raise UserError(
             f"the chat template failed ({error}); the recipe renders the prompt turns and each assistant turn on "
             "its own: set data.chat_template to a template that allows that (bundled: llama3, mistral, gemma2)"
         ) from error

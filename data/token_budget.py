@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import torch
 
 from data.collate import PreferenceCollator
+from simpo.errors import UserError
 from simpo.logprobs import IGNORE_INDEX
 
 KEY = "data.max_tokens_per_batch"
@@ -89,7 +90,7 @@ def plan_micro_batches(budget: TokenBudget, seed: int) -> list[list[int]]:
     if n and single.max() > budget.max_tokens:
         worst = int(single.argmax())
         chosen, rejected, prompt = budget.lengths[worst].tolist()
-        raise ValueError(
+        raise UserError(
             f"{KEY}={budget.max_tokens} is smaller than pair {worst} alone: {single[worst]} token positions in the "
             f"{budget.collator.layout} layout (chosen {chosen}, rejected {rejected} tokens, prompt {prompt}); "
             f"{int((single > budget.max_tokens).sum())} pair(s) exceed it. Raise {KEY} to at least "

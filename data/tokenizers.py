@@ -22,6 +22,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from simpo.errors import UserError
 from simpo.io import atomic_directory
 
 CHAT_TEMPLATE_DIR = Path(__file__).parent / "chat_templates"
@@ -37,7 +38,7 @@ def bundled_chat_template(name: str) -> str:
     path = CHAT_TEMPLATE_DIR / f"{name}.jinja"
     if not path.is_file():
         known = sorted(p.stem for p in CHAT_TEMPLATE_DIR.glob("*.jinja"))
-        raise ValueError(f"unknown bundled chat template {name!r}; bundled templates: {known}")
+        raise UserError(f"unknown bundled chat template {name!r}; bundled templates: {known}")
     return path.read_text()
 
 
@@ -125,4 +126,4 @@ def override_chat_template(tokenizer: PreTrainedTokenizerBase, chat_template: st
     try:
         tokenizer.chat_template = bundled_chat_template(chat_template) if is_name else chat_template
     except ValueError as error:
-        raise ValueError(f"data.chat_template={chat_template!r}: {error}, or give a Jinja string") from None
+        raise UserError(f"data.chat_template={chat_template!r}: {error}, or give a Jinja string") from None

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from simpo.errors import UserError
 from simpo.value_checks import check_number, check_one_of, check_positive_int
 
 METHODS = ("lora", "qlora")
@@ -59,7 +60,7 @@ def _names(key: str, value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str) or not all(isinstance(v, str) and v for v in value) or not value:
-        raise ValueError(f"{key} must be a non-empty list of module names (e.g. [q_proj, v_proj]) or null: {value!r}")
+        raise UserError(f"{key} must be a non-empty list of module names (e.g. [q_proj, v_proj]) or null: {value!r}")
     return tuple(value)
 
 
@@ -82,7 +83,7 @@ def check_adapter_settings(
     known = set(AdapterSettings.__dataclass_fields__)
     unknown = sorted(set(peft) - known)
     if unknown:
-        raise ValueError(f"peft.{unknown[0]} is not a setting of the peft group; the keys are {sorted(known)}")
+        raise UserError(f"peft.{unknown[0]} is not a setting of the peft group; the keys are {sorted(known)}")
     settings = AdapterSettings(
         method=check_one_of("peft.method", peft.get("method", "lora"), METHODS),
         r=check_positive_int("peft.r", peft.get("r", 16)),  # type: ignore[arg-type]
@@ -93,20 +94,20 @@ def check_adapter_settings(
         export=check_one_of("peft.export", peft.get("export", "merged"), EXPORTS),
     )
     if settings.export == "adapter" and name_or_path is None:
-        raise ValueError(
+        raise UserError(
             "peft.export=adapter writes the adapter alone, to be loaded onto its base model, but this base is "
             "random-initialised (model.name_or_path=null) and exists nowhere else: use peft.export=merged"
         )
     if settings.quantized:
         if not torch.cuda.is_available() or accelerator == "cpu":
-            raise ValueError(
+            raise UserError(
                 "peft=qlora keeps the base weights in 4 bits with bitsandbytes, which needs a CUDA GPU and none is "
                 "in use here: use peft=lora on the CPU"
             )
         if name_or_path is None:
-            raise ValueError("peft=qlora quantises pretrained weights: set model.name_or_path (or use peft=lora)")
+            raise UserError("peft=qlora quantises pretrained weights: set model.name_or_path (or use peft=lora)")
         if sharded:
-            raise ValueError("peft=qlora runs with strategy=single or strategy=ddp, not strategy=fsdp (use peft=lora)")
+            raise UserError("peft=qlora runs with strategy=single or strategy=ddp, not strategy=fsdp (use peft=lora)")
     return settings
 
 
@@ -148,7 +149,7 @@ def default_target_modules(policy: PreTrainedModel) -> tuple[str, ...]:
     if not found:
         kind = getattr(policy.config, "model_type", type(policy).__name__)
         why = "its decoder layers hold no linear layer to adapt" if layers else "it names no decoder layer"
-        raise ValueError(
+        raise UserError(
             f"peft: the architecture {kind!r} ({type(policy).__name__}) is not supported ({why}): train it without "
             "adapters (peft=null)"
         )
@@ -160,13 +161,13 @@ def _check_targets(policy: PreTrainedModel, targets: tuple[str, ...]) -> None:
     missing = [t for t in targets if t not in matched]
     if missing:
         available = sorted({n.rsplit(".", 1)[-1] for n, m in policy.named_modules() if _adaptable(m) and n})
-        raise ValueError(
+        raise UserError(
             f"peft.target_modules: {missing} match no module of {type(policy).__name__}; its linear layers are "
             f"{available}"
         )
     wrong = sorted(name for name, m in matched.items() if not _adaptable(m))
     if wrong:
-        raise ValueError(
+        raise UserError(
             f"peft.target_modules: {wrong} are not linear layers LoRA can adapt here "
             "(train embeddings or norms in full with peft.modules_to_save)"
         )
@@ -191,7 +192,7 @@ def apply_adapters(
     names = {name.rsplit(".", 1)[-1] for name, _ in policy.named_modules()}
     missing = [m for m in settings.modules_to_save or () if m not in names]
     if missing:
-        raise ValueError(f"peft.modules_to_save: {missing} match no module of {type(policy).__name__}")
+        raise UserError(f"peft.modules_to_save: {missing} match no module of {type(policy).__name__}")
     if settings.quantized:
         prepare_model_for_kbit_training(
             policy,
@@ -226,7 +227,7 @@ def adapters_disabled(policy: nn.Module) -> Iterator[None]:
         ValueError: ``policy`` has no adapters (names ``peft``).
     """
     if not is_adapted(policy):
-        raise ValueError("reference=adapter_off needs a policy with adapters: set peft=lora or peft=qlora")
+        raise UserError("reference=adapter_off needs a policy with adapters: set peft=lora or peft=qlora")
     with policy.disable_adapter():  # type: ignore[operator]
         yield
 
@@ -316,7 +317,7 @@ def adapter_base(path: str | Path) -> str:
     """
     base = json.loads((Path(str(path)).expanduser() / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
     if not base:
-        raise ValueError(f"model.name_or_path={path}: {ADAPTER_CONFIG} names no base model (base_model_name_or_path)")
+        raise UserError(f"model.name_or_path={path}: {ADAPTER_CONFIG} names no base model (base_model_name_or_path)")
     return base
 
 

@@ -21,6 +21,8 @@ from collections.abc import Callable
 import torch
 from transformers import PretrainedConfig
 
+from simpo.errors import UserError
+
 Mask = torch.Tensor | object  # a dense tensor, or a flex_attention BlockMask
 
 
@@ -90,7 +92,7 @@ def kernel_mask(
         return additive.masked_fill_(~mask, torch.finfo(dtype).min)
     if attn_implementation == "sdpa":
         return mask
-    raise ValueError(
+    raise UserError(
         f"model.attn_implementation={attn_implementation} cannot take the masks of data.layout=packed / shared_prompt:"
         " use sdpa, eager or flex_attention (or data.layout=padded)"
     )

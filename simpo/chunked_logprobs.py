@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from simpo.errors import UserError
 from simpo.logprobs import SequenceLogps, labelled_positions, per_sequence
 
 HEAD_BACKWARDS = ("auto", "recompute", "store")  # how the head's gradient is formed (model.head_backward)
@@ -256,7 +257,7 @@ def chunked_token_logps(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, not {chunk_size}")
     if head_backward not in HEAD_BACKWARDS:
-        raise ValueError(f"model.head_backward must be one of {list(HEAD_BACKWARDS)}, not {head_backward!r}")
+        raise UserError(f"model.head_backward must be one of {list(HEAD_BACKWARDS)}, not {head_backward!r}")
     head_backward = resolve_head_backward(head_backward, hidden.shape[0], chunk_size, weight.requires_grad)
     store = head_backward == "store" and torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     function = StoredGradLabelledLogps if store else ChunkedLabelledLogps
@@ -300,7 +301,7 @@ def chunked_target_logps(
         ``SequenceLogps`` with (N,) fields: ``logp_sum`` (differentiable), ``token_count`` and ``logit_sum``.
     """
     if getattr(head, "bias", None) is not None:
-        raise ValueError("chunked log-probs need a bias-free output projection; set model.chunk_size=null")
+        raise UserError("chunked log-probs need a bias-free output projection; set model.chunk_size=null")
     logps, vocab_mean = chunked_token_logps(
         hidden.flatten(0, 1)[target_index], head.weight, target_ids, chunk_size, final_logit_softcapping, head_backward
     )

@@ -14,12 +14,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from simpo.chunked_logprobs import HEAD_BACKWARDS
+from simpo.errors import UserError
 from simpo.optim import IMPLEMENTATIONS
 from simpo.policy import DTYPES
 from simpo.value_checks import is_integer, is_number
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration value that cannot work; the message names the key."""
 
 

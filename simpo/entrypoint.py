@@ -19,9 +19,8 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import OmegaConf
 
-from simpo.errors import CheckpointError
+from simpo.errors import CheckpointError, UserError
 from simpo.objectives import OBJECTIVES, Objective
-from simpo.run_status import RunFailedError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,37 +57,33 @@ def silence_library_noise() -> None:
 
 def build(cfg: Any, key: str = "", **kwargs: Any) -> Any:
     """``hydra.utils.instantiate``, re-raising the constructor's own error (whose message names the key) instead
-    of Hydra's wrapper around it; an unknown or mistyped argument (``TypeError``, e.g. ``+trainer.foo=1``) becomes a
-    ``ValueError`` that names the config section ``key``."""
+    of Hydra's wrapper around it; an unknown or mistyped argument (``TypeError``, e.g. ``+trainer.foo=1``) and
+    Lightning's ``MisconfigurationException`` become a ``UserError`` that names the config section ``key``."""
     try:
         return instantiate(cfg, **kwargs)
     except InstantiationException as error:
         cause = error.__cause__
         if isinstance(cause, TypeError):
             section = key or "a config section"
-            raise ValueError(f"{section}: {cause} (check the keys given with +{section}.<name>)") from None
+            raise UserError(f"{section}: {cause} (check the keys given with +{section}.<name>)") from None
+        if isinstance(cause, MisconfigurationException):  # Lightning's word for a setting it cannot use
+            raise UserError(f"{key or 'a config section'}: {cause}") from None
         if cause is not None:
             raise cause from None
         raise
 
 
-# Errors whose message says what to change: an entry point prints them as one line, without a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError, FileNotFoundError, NotADirectoryError, RunFailedError, MisconfigurationException
-)  # fmt: skip
-
-
 @contextmanager
 def user_errors_as_messages(logger: logging.Logger) -> Iterator[None]:
-    """Turn a ``USER_ERRORS`` exception into one logged line and exit status 1 (``HYDRA_FULL_ERROR=1`` keeps the
-    traceback); other exceptions, being bugs, keep theirs."""
+    """Turn a ``UserError`` (its message names the cause and the key to change) into one logged line and exit status
+    1 (``HYDRA_FULL_ERROR=1`` keeps the traceback); every other exception, a library's ``ValueError`` included, is a
+    bug or a failure we did not foresee and keeps its traceback."""
     try:
         yield
-    except USER_ERRORS as error:
+    except UserError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        logger.error("%s: %s", type(error).__name__, error)
-        logger.error("(set HYDRA_FULL_ERROR=1 for the traceback)")
+        logger.error("%s: %s (HYDRA_FULL_ERROR=1 shows the traceback)", type(error).__name__, error)
         raise SystemExit(1) from None
 
 
@@ -136,5 +131,5 @@ def build_loss(loss_cfg: Mapping[str, Any], stored_in: str | None = None) -> Obj
         check_stored_objective(settings, stored_in)
     objective = build(settings, key="loss")
     if not isinstance(objective, Objective):
-        raise ValueError(f"loss._target_={target} is not an objective of simpo.objectives")
+        raise UserError(f"loss._target_={target} is not an objective of simpo.objectives")
     return objective

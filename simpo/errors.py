@@ -14,3 +14,7 @@ class UserError(ValueError):
 
 class CheckpointError(UserError):
     """A checkpoint that cannot be read or resumed from; the message names the file and the alternatives."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or directory named by a config key does not exist (still a ``FileNotFoundError`` for callers)."""

@@ -22,6 +22,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
+from simpo.errors import UserError
 from simpo.io import commit, temporary_for
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def decoder_layer_classes(model: nn.Module) -> tuple[type[nn.Module], ...]:
     names = set(getattr(model, "_no_split_modules", None) or [])
     classes = {type(m) for m in model.modules() if type(m).__name__ in names}
     if not classes:
-        raise ValueError(
+        raise UserError(
             f"{type(model).__name__} names no decoder layer in _no_split_modules: FSDP cannot find its units"
         )
     return tuple(classes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from simpo.errors import UserError
+
 
 def accumulation_steps(global_batch_size: int, batch_size: int, world_size: int) -> int:
     """Micro-batches per optimizer step so that one step sees ``global_batch_size`` pairs.
@@ -16,7 +18,7 @@ def accumulation_steps(global_batch_size: int, batch_size: int, world_size: int)
     """
     per_micro_step = batch_size * world_size
     if global_batch_size <= 0 or global_batch_size % per_micro_step:
-        raise ValueError(
+        raise UserError(
             f"data.global_batch_size={global_batch_size} is not a positive multiple of data.batch_size="
             f"{batch_size} x {world_size} devices (trainer.devices x trainer.num_nodes) = {per_micro_step}: "
             "change one of the three"

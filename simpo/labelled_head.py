@@ -15,6 +15,7 @@ import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
 from simpo.chunked_logprobs import HEAD_BACKWARDS, chunked_target_logps
+from simpo.errors import UserError
 
 LABELLED_ONLY_MODEL_TYPES = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"})
 METHOD_NAME = "simpo_labelled_logps"  # registered with FSDP2 so the root unit's weights are gathered around it
@@ -48,7 +49,7 @@ def labelled_logps(
             ``simpo/chunked_logprobs.py``.
     """
     if head_backward not in HEAD_BACKWARDS:
-        raise ValueError(f"model.head_backward must be one of {list(HEAD_BACKWARDS)}, not {head_backward!r}")
+        raise UserError(f"model.head_backward must be one of {list(HEAD_BACKWARDS)}, not {head_backward!r}")
     hidden = policy.get_decoder()(**decoder_inputs).last_hidden_state  # (R, T, H)
     softcap = getattr(policy.config, "final_logit_softcapping", None)
     stats = chunked_target_logps(hidden, *targets, num_sequences, policy.lm_head, chunk_size, softcap, head_backward)
@@ -60,6 +61,6 @@ def attach_labelled_logps(policy: PreTrainedModel, chunk_size: int, head_backwar
     of the policy itself, so that under FSDP the root unit's weights (embeddings, final norm, lm_head) are gathered
     around it like around forward (``register_fsdp_forward_method(policy, METHOD_NAME)``)."""
     if head_backward not in HEAD_BACKWARDS:
-        raise ValueError(f"model.head_backward must be one of {list(HEAD_BACKWARDS)}, not {head_backward!r}")
+        raise UserError(f"model.head_backward must be one of {list(HEAD_BACKWARDS)}, not {head_backward!r}")
     bound = partial(labelled_logps, chunk_size=chunk_size, head_backward=head_backward)
     setattr(policy, METHOD_NAME, types.MethodType(bound, policy))

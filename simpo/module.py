@@ -13,6 +13,7 @@ from torch.distributed.fsdp import register_fsdp_forward_method
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from simpo.attention_masks import layout_attention_mask
+from simpo.errors import UserError
 from simpo.finite import describe_nonfinite, nonfinite_tensors
 from simpo.fsdp import materialize, shard_policy
 from simpo.global_batch import ends_accumulation_window
@@ -72,9 +73,9 @@ class SimPOModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if loss.needs_reference and reference is None:
-            raise ValueError(f"loss={type(loss).__name__} needs a reference model: set reference=cached or model")
+            raise UserError(f"loss={type(loss).__name__} needs a reference model: set reference=cached or model")
         if chunk_size is not None and (type(chunk_size) is not int or chunk_size < 1):
-            raise ValueError(f"model.chunk_size must be a positive number of tokens or null, not {chunk_size!r}")
+            raise UserError(f"model.chunk_size must be a positive number of tokens or null, not {chunk_size!r}")
         self.chunk_size = chunk_size
         self.save_hyperparameters(ignore=["policy", "loss", "tokenizer", "full_weights", "reference"])
         self.policy = policy

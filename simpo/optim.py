@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from simpo.errors import UserError
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two AdamW groups: parameters with >= 2 dims get ``weight_decay``; biases and norms get none."""
@@ -52,15 +54,15 @@ def build_optimizer(
     """AdamW over ``param_groups`` (run as ``implementation``, a key of ``IMPLEMENTATIONS``) and a per-step
     warmup-cosine ``LambdaLR`` over ``total_steps``."""
     if not 0.0 <= warmup_ratio < 1.0:
-        raise ValueError(f"optimizer.warmup_ratio must be in [0, 1), not {warmup_ratio}")
+        raise UserError(f"optimizer.warmup_ratio must be in [0, 1), not {warmup_ratio}")
     if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"optimizer.implementation must be one of {list(IMPLEMENTATIONS)}, not {implementation!r}")
+        raise UserError(f"optimizer.implementation must be one of {list(IMPLEMENTATIONS)}, not {implementation!r}")
     optimizer = torch.optim.AdamW(
         param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps, **IMPLEMENTATIONS[implementation]
     )
     warmup_steps = math.ceil(warmup_ratio * total_steps)
     if total_steps == 1 and warmup_steps >= 1:  # warmup starts from 0, so the only step would not train
-        raise ValueError(
+        raise UserError(
             f"optimizer.warmup_ratio={warmup_ratio} of a single optimizer step keeps its learning rate at 0: nothing "
             "would be trained. Set optimizer.warmup_ratio=0 or train more steps (trainer.max_steps, more data)"
         )

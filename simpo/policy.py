@@ -16,6 +16,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from simpo.errors import UserError
 from simpo.finite import describe_nonfinite, nonfinite_tensors
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def tokenizer_source(tokenizer: str | None, name_or_path: str | None) -> str:
 def resolve_dtype(name: str) -> torch.dtype:
     """``model.dtype`` (float32 | bfloat16 | float16) as a torch dtype."""
     if name not in DTYPES:
-        raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, not {name!r}")
+        raise UserError(f"model.dtype must be one of {sorted(DTYPES)}, not {name!r}")
     return DTYPES[name]
 
 
@@ -79,15 +80,15 @@ def check_tokenizer_matches(
     size = len(tokenizer)
     fix = "use the model's own tokenizer (model.tokenizer=null) or one made for it"
     if size > vocab_rows:
-        raise ValueError(f"model.tokenizer has {size} tokens but the model's embedding only {vocab_rows} rows: {fix}")
+        raise UserError(f"model.tokenizer has {size} tokens but the model's embedding only {vocab_rows} rows: {fix}")
     if size < 0.9 * vocab_rows:
-        raise ValueError(
+        raise UserError(
             f"model.tokenizer has {size} tokens but the model's embedding {vocab_rows} rows: it is another model's "
             f"tokenizer (its ids would mean different words): {fix}"
         )
     model_bos, tokenizer_bos = getattr(model_config, "bos_token_id", None), tokenizer.bos_token_id
     if isinstance(model_bos, int) and tokenizer_bos is not None and model_bos != tokenizer_bos:
-        raise ValueError(
+        raise UserError(
             f"model.tokenizer's BOS token is id {tokenizer_bos} ({tokenizer.bos_token!r}) but the model's config says "
             f"bos_token_id={model_bos}: {fix}"
         )
@@ -178,7 +179,7 @@ def build_policy(
         fields.setdefault("pad_token_id", tokenizer.pad_token_id)
         config = AutoConfig.for_model(model_type, **fields)
     else:
-        raise ValueError("set model.name_or_path (hub id or local dir) or model.architecture (random init)")
+        raise UserError("set model.name_or_path (hub id or local dir) or model.architecture (random init)")
     zero_dropout_fields(config)
     attn = resolve_attn_implementation(attn_implementation, torch_dtype, config.model_type, layout)
     if empty_init:
@@ -192,7 +193,7 @@ def build_policy(
         )
         bad = nonfinite_tensors(model.named_parameters())
         if bad:
-            raise ValueError(
+            raise UserError(
                 f"model.name_or_path={name_or_path}: the weights hold NaN or Inf in {describe_nonfinite(bad)} (a "
                 "diverged run or a corrupt file): start from other weights"
             )

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from simpo.errors import MissingFileError
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
@@ -29,11 +31,11 @@ def check_pretrained_source(name_or_path: str, key: str, *, bundled: tuple[str, 
     if path.is_dir():
         return text
     if path.exists():
-        raise FileNotFoundError(f"{key}={text} is a file; it must be a model directory (with config.json) or a hub id")
+        raise MissingFileError(f"{key}={text} is a file; it must be a model directory (with config.json) or a hub id")
     looks_local = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
     if looks_local or not HUB_ID.match(text):
         hint = f" (relative to the working directory {Path.cwd()})" if not path.is_absolute() else ""
-        raise FileNotFoundError(f"{key}={text}: no such directory{hint}, and it is not a hub id of the form 'org/name'")
+        raise MissingFileError(f"{key}={text}: no such directory{hint}, and it is not a hub id of the form 'org/name'")
     return text
 
 
@@ -48,7 +50,7 @@ def check_tokenizer_files(name_or_path: str, key: str) -> None:
     """
     path = Path(str(name_or_path)).expanduser()
     if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{key}={name_or_path} holds no tokenizer files ({', '.join(TOKENIZER_FILES)}): set model.tokenizer to the "
             "model's tokenizer (a directory, a hub id, or a bundled name: llama3, mistral-v1, mistral-v3)"
         )

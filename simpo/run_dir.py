@@ -7,6 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from simpo.errors import MissingFileError, UserError
 from simpo.io import remove_stale_temporaries
 from simpo.run_status import read_status
 
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 HYDRA_FILES = frozenset({".hydra", "train.log"})
 
 
-class RunDirError(ValueError):
+class RunDirError(UserError):
     """The run directory cannot be used as asked; the message says what to change."""
 
 
@@ -51,7 +52,7 @@ def _resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
             if ckpt_path == "last"
             else ""
         )
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path}{hint}")
+        raise MissingFileError(f"ckpt_path={ckpt_path}: no checkpoint at {path}{hint}")
     return str(path)
 
 

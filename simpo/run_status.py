@@ -16,13 +16,15 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
 
+from simpo.errors import UserError
 from simpo.io import write_json
 
 STATUSES = ("running", "completed", "failed", "interrupted")
 
 
-class RunFailedError(RuntimeError):
-    """A run that must not be reported as completed; the message says why and what to change."""
+class RunFailedError(UserError, RuntimeError):
+    """A run that must not be reported as completed; the message says why and what to change (a ``RuntimeError``
+    too, for callers that catch one)."""
 
 
 class NoTrainingError(RunFailedError):

@@ -11,6 +11,8 @@ from collections.abc import Callable, Collection
 from numbers import Integral, Real
 from typing import Any
 
+from simpo.errors import UserError
+
 
 def is_integer(value: Any) -> bool:
     """An integer that is not a boolean."""
@@ -31,14 +33,14 @@ def check_positive_int(key: str, value: Any, *, nullable: bool = False) -> int |
     if value is None and nullable:
         return None
     if not is_integer(value) or value < 1:
-        raise ValueError(f"{key} must be a positive integer{_or_null(nullable)}, not {value!r}")
+        raise UserError(f"{key} must be a positive integer{_or_null(nullable)}, not {value!r}")
     return int(value)
 
 
 def check_non_negative_int(key: str, value: Any) -> int:
     """``value`` if it is an integer >= 0."""
     if not is_integer(value) or value < 0:
-        raise ValueError(f"{key} must be an integer >= 0, not {value!r}")
+        raise UserError(f"{key} must be an integer >= 0, not {value!r}")
     return int(value)
 
 
@@ -49,12 +51,12 @@ def check_number(
     if value is None and nullable:
         return None
     if not (is_number(value) and within(value)):
-        raise ValueError(f"{key} must be {what}{_or_null(nullable)}, not {value!r}")
+        raise UserError(f"{key} must be {what}{_or_null(nullable)}, not {value!r}")
     return float(value)
 
 
 def check_one_of(key: str, value: Any, choices: Collection[str]) -> Any:
     """``value`` if it is one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"{key} must be one of {list(choices)}, not {value!r}")
+        raise UserError(f"{key} must be one of {list(choices)}, not {value!r}")
     return value

@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from simpo.errors import UserError
 from simpo.evaluation.decoding import Decoding
 from simpo.evaluation.prompt_sets import Prompt
 
@@ -32,7 +33,7 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]
     if not ids or ids[0] != bos:
         ids = [bos, *ids]
     if ids.count(bos) != 1:
-        raise ValueError(
+        raise UserError(
             f"{where}: the prompt holds {ids.count(bos)} BOS tokens ({tokenizer.bos_token!r}); a prompt must start "
             "with exactly one. Its text probably already contains a rendered chat template: pass plain text"
         )
@@ -109,9 +110,9 @@ def answer(
         (answers, token_lens): per prompt, the answer text and its number of tokens for each turn.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"generate.backend must be one of {BACKENDS}, not {backend!r}")
+        raise UserError(f"generate.backend must be one of {BACKENDS}, not {backend!r}")
     if backend == "vllm" and model_dir is None:
-        raise ValueError("generate.backend=vllm needs the policy as a Hugging Face directory (model.name_or_path)")
+        raise UserError("generate.backend=vllm needs the policy as a Hugging Face directory (model.name_or_path)")
     answers: list[list[str]] = [[] for _ in prompts]
     lens: list[list[int]] = [[] for _ in prompts]
     for turn in range(max(len(p.turns) for p in prompts)):

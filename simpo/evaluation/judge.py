@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig
 
+from simpo.errors import UserError
 from simpo.evaluation.weights import refuse_nonfinite
 from simpo.pretrained_source import check_pretrained_source
 
@@ -25,7 +26,7 @@ def check_reward_architecture(config: PretrainedConfig, name_or_path: str, key: 
     architectures = list(getattr(config, "architectures", None) or [])
     custom = "AutoModelForSequenceClassification" in (getattr(config, "auto_map", None) or {})
     if architectures and not custom and not any(a.endswith("ForSequenceClassification") for a in architectures):
-        raise ValueError(
+        raise UserError(
             f"{key}={name_or_path} is not a reward model: its config.json names architectures "
             f"{architectures}, none of them *ForSequenceClassification, so its score head would be randomly "
             "initialised and every win rate meaningless. Give a sequence-classification checkpoint (num_labels=1)"
@@ -63,7 +64,7 @@ class RewardModel:
         )
         fresh = sorted(info["missing_keys"]) + sorted(str(key) for key in info["mismatched_keys"])
         if fresh:
-            raise ValueError(
+            raise UserError(
                 f"{key}={name_or_path}: the checkpoint lacks weights of the "
                 f"{type(model).__name__} it loads as ({', '.join(fresh[:5])}{', ...' if len(fresh) > 5 else ''}), "
                 "so they would be freshly initialised and every win rate meaningless. Give a trained "
@@ -128,10 +129,10 @@ def compare(
     """
     keys = [k for k in answers if k in baseline]
     if not keys:
-        raise ValueError("judge.outputs and judge.baseline share no prompt: they must answer the same prompt set")
+        raise UserError("judge.outputs and judge.baseline share no prompt: they must answer the same prompt set")
     missing = [k for k in keys if k not in prompts]
     if missing:
-        raise ValueError(f"no prompt text for {len(missing)} answers (e.g. {missing[0]!r}): set generate.prompts")
+        raise UserError(f"no prompt text for {len(missing)} answers (e.g. {missing[0]!r}): set generate.prompts")
     outcomes, similar, ours, theirs = [], [], [], []
     for key in tqdm(keys, desc="judge", unit="prompt"):
         a, b = reward_model.score(prompts[key], answers[key]), reward_model.score(prompts[key], baseline[key])

@@ -12,6 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from data.tokenizers import BUNDLED, load_tokenizer, override_chat_template
 from simpo.adapters import adapter_base, is_adapter_dir, merge_saved_adapter
+from simpo.errors import MissingFileError, UserError
 from simpo.evaluation.weights import refuse_nonfinite
 from simpo.io import read_torch_file
 from simpo.policy import build_policy, tokenizer_source
@@ -50,7 +51,7 @@ def load_policy(
         FileNotFoundError: a ``ckpt_path`` or local ``name_or_path`` / ``tokenizer`` that does not exist.
     """
     if (name_or_path is None) == (ckpt_path is None):
-        raise ValueError("set exactly one of model.name_or_path (an hf/ export, local dir or hub id) or ckpt_path")
+        raise UserError("set exactly one of model.name_or_path (an hf/ export, local dir or hub id) or ckpt_path")
     if ckpt_path is not None:
         return _from_checkpoint(Path(ckpt_path), dtype, attn_implementation)
     check_pretrained_source(name_or_path, "model.name_or_path")
@@ -71,15 +72,15 @@ def load_policy(
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint's contents; errors name ``ckpt_path`` and say what is wrong with the file."""
     if path.is_dir():
-        raise ValueError(
+        raise UserError(
             f"ckpt_path={path} is a sharded (FSDP) checkpoint directory: evaluate the run's Hugging Face export "
             "instead (model.name_or_path=<run dir>/hf)"
         )
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file (relative to {Path.cwd()})")
+        raise MissingFileError(f"ckpt_path={path}: no such checkpoint file (relative to {Path.cwd()})")
     checkpoint = read_torch_file(path, "ckpt_path")
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"ckpt_path={path}: {path.name} is not a Lightning checkpoint (no state_dict)")
+        raise UserError(f"ckpt_path={path}: {path.name} is not a Lightning checkpoint (no state_dict)")
     return checkpoint
 
 
@@ -87,9 +88,9 @@ def _from_checkpoint(path: Path, dtype: str, attn_implementation: str) -> Loaded
     checkpoint = _read_checkpoint(path)
     config = checkpoint.get("hyper_parameters", {}).get("config")
     if config is None:
-        raise ValueError(f"ckpt_path={path} holds no training config: was it written by this project's train.py?")
+        raise UserError(f"ckpt_path={path} holds no training config: was it written by this project's train.py?")
     if config.get("peft"):
-        raise ValueError(
+        raise UserError(
             f"ckpt_path={path} holds only the adapters of a peft run (not the frozen base): evaluate the run's export "
             "instead, model.name_or_path=<run dir>/hf (merged or adapter-only)"
         )
@@ -110,7 +111,7 @@ def _from_checkpoint(path: Path, dtype: str, attn_implementation: str) -> Loaded
     )
     state = {k.removeprefix("policy."): v for k, v in checkpoint["state_dict"].items() if k.startswith("policy.")}
     if not state:
-        raise ValueError(f"ckpt_path={path} holds no policy weights")
+        raise UserError(f"ckpt_path={path} holds no policy weights")
     _load_strict(model, state, path)
     refuse_nonfinite(model, f"ckpt_path={path}")
     name = f"{_short_name(str(path.parent.parent))}-step{checkpoint['global_step']}"
@@ -121,7 +122,7 @@ def _load_strict(model: PreTrainedModel, state: dict[str, torch.Tensor], path: P
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
     if set(missing) - tied or unexpected:
-        raise ValueError(
+        raise UserError(
             f"ckpt_path={path}: the checkpoint does not match the model of its training config: missing {missing}, "
             f"unexpected {unexpected}"
         )

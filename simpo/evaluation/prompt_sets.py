@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import datasets
 
+from simpo.errors import MissingFileError, UserError
 from simpo.io import atomic_file, write_json
 
 Format = Literal["alpaca_eval", "arena_hard", "mt_bench"]
@@ -61,10 +62,10 @@ def load_rows(source: str, split: str = "train", key: str = "generate.prompts") 
                 return [json.loads(line) for line in text.splitlines() if line.strip()]
             loaded = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{key}={source}: not valid {path.suffix.lstrip('.') or 'JSON'}: {error}") from None
+            raise UserError(f"{key}={source}: not valid {path.suffix.lstrip('.') or 'JSON'}: {error}") from None
         return loaded if isinstance(loaded, list) else [loaded]
     if source.startswith((".", "/", "~")) or path.suffix in (".json", ".jsonl"):
-        raise FileNotFoundError(f"{key}={source}: no such file")
+        raise MissingFileError(f"{key}={source}: no such file")
     return list(datasets.load_dataset(source, split=split))
 
 
@@ -87,7 +88,7 @@ def detect_format(rows: list[dict[str, Any]], source: str | None = None) -> Form
             return "mt_bench"
     where = f"generate.prompts={source}" if source is not None else "the prompt set"
     fields = sorted(first) if isinstance(first, dict) else f"a {type(first).__name__}, not an object"
-    raise ValueError(
+    raise UserError(
         f"generate.format=auto cannot tell the format of {where} from its row 1 (fields {fields}): "
         f"{_needs()}. Fix the rows or set generate.format to one of {FORMATS}"
     )
@@ -131,13 +132,13 @@ def load_prompts(source: str, split: str, fmt: str) -> tuple[Format, list[Prompt
     """
     rows = load_rows(source, split)
     if not rows:
-        raise ValueError(f"generate.prompts={source}: the prompt set has no rows")
+        raise UserError(f"generate.prompts={source}: the prompt set has no rows")
     found: Format = detect_format(rows, source) if fmt == "auto" else fmt  # type: ignore[assignment]
     for number, row in enumerate(rows, start=1):
         problem = row_problem(row, found)
         if problem is not None:
             how = f"auto (detected {found} from row 1)" if fmt == "auto" else found
-            raise ValueError(
+            raise UserError(
                 f"generate.prompts={source}: row {number} (counting from 1) {problem}, which "
                 f"generate.format={how} needs: every row needs {FORMAT_FIELDS[found]}"
             )
@@ -191,7 +192,7 @@ def read_answers(path: str, key: str) -> dict[str, str]:
     """
     rows = load_rows(path, key=key)
     if not rows:
-        raise ValueError(f"{key}={path}: the answer file has no rows")
+        raise UserError(f"{key}={path}: the answer file has no rows")
     alpaca = isinstance(rows[0], dict) and "instruction" in rows[0]
     answers = {}
     for number, row in enumerate(rows, start=1):
@@ -203,7 +204,7 @@ def read_answers(path: str, key: str) -> dict[str, str]:
                 answers[str(row["question_id"])] = first["content"] if isinstance(first, dict) else first
         except (KeyError, IndexError, TypeError):
             shape = "{instruction, output} (AlpacaEval)" if alpaca else "{question_id, choices: [{turns}]}"
-            raise ValueError(
+            raise UserError(
                 f"{key}={path}: row {number} (counting from 1) is not an answer of the form {shape}"
             ) from None
     return answers

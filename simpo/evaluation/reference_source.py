@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from simpo.errors import UserError
 from simpo.objectives import Objective
 from simpo.policy import build_policy
 from simpo.reference.provider import ModelReference
@@ -35,7 +36,7 @@ def evaluation_reference(
     name = name_or_path or (trained.get("reference") or {}).get("name_or_path")
     model_cfg = trained.get("model") or {}
     if name is None and not trained:
-        raise ValueError(
+        raise UserError(
             f"loss={type(objective).__name__} measures the policy against its reference: set reference.name_or_path "
             "(the model it was trained from), or evaluate the run's checkpoint (ckpt_path=...) whose config names it"
         )

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from simpo.errors import MissingFileError, UserError
 from simpo.evaluation.generation import BACKENDS
 from simpo.evaluation.prompt_sets import FORMATS
 from simpo.policy import resolve_dtype
@@ -39,7 +40,7 @@ def validate_settings(cfg: DictConfig) -> None:
     tasks = _check_tasks(cfg.tasks)
     check_one_of("device", cfg.device, DEVICES)
     if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda but no CUDA GPU is available here: use device=auto or device=cpu")
+        raise UserError("device=cuda but no CUDA GPU is available here: use device=auto or device=cpu")
     resolve_dtype(cfg.model.dtype)
     check_positive_int("model.chunk_size", cfg.model.chunk_size, nullable=True)
     check_positive_int("preference.max_pairs", cfg.preference.max_pairs, nullable=True)
@@ -54,23 +55,21 @@ def validate_settings(cfg: DictConfig) -> None:
     check_number("generate.top_p", g.top_p, "a number in (0, 1]", lambda x: 0 < x <= 1, nullable=True)
     check_number("judge.length_tolerance", cfg.judge.length_tolerance, "a number in [0, 1]", lambda x: 0 <= x <= 1)
     if "generate" in tasks and g.prompts is None:
-        raise ValueError("the generate task needs generate.prompts (a .json/.jsonl file or a hub id)")
+        raise UserError("the generate task needs generate.prompts (a .json/.jsonl file or a hub id)")
     j = cfg.judge
     no_outputs = j.outputs is None and "generate" not in tasks
     if "judge" in tasks and (j.reward_model is None or j.baseline is None or no_outputs):
-        raise ValueError(
-            "the judge task needs judge.reward_model, judge.baseline and judge.outputs (or tasks=generate)"
-        )
+        raise UserError("the judge task needs judge.reward_model, judge.baseline and judge.outputs (or tasks=generate)")
     if cfg.training_logs is not None and not Path(cfg.training_logs).expanduser().is_file():
-        raise FileNotFoundError(f"training_logs={cfg.training_logs}: no such file; give a training run's metrics.csv")
+        raise MissingFileError(f"training_logs={cfg.training_logs}: no such file; give a training run's metrics.csv")
 
 
 def _check_tasks(tasks: Any) -> list[str]:
     if isinstance(tasks, str) or not isinstance(tasks, Sequence) or not tasks:
-        raise ValueError(f"tasks must be a non-empty list of {list(TASKS)}, e.g. tasks=[preference]; got {tasks!r}")
+        raise UserError(f"tasks must be a non-empty list of {list(TASKS)}, e.g. tasks=[preference]; got {tasks!r}")
     unknown = sorted({str(task) for task in tasks} - set(TASKS))
     if unknown:
-        raise ValueError(f"tasks: unknown tasks {unknown}: choose from {list(TASKS)}")
+        raise UserError(f"tasks: unknown tasks {unknown}: choose from {list(TASKS)}")
     return list(tasks)
 
 
@@ -78,7 +77,7 @@ def _check_buckets(buckets: Any) -> None:
     ok = isinstance(buckets, Sequence) and not isinstance(buckets, str)
     ok = ok and all(is_integer(b) and b > 0 for b in buckets)
     if not ok or any(lo >= hi for lo, hi in itertools.pairwise(buckets)):
-        raise ValueError(
+        raise UserError(
             "preference.length_buckets must be a list of increasing positive integers (token counts), "
             f"e.g. [64, 128, 256]; got {buckets!r}"
         )

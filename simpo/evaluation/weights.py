@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from simpo.errors import UserError
 from simpo.finite import describe_nonfinite, nonfinite_tensors
 
 
@@ -19,7 +20,7 @@ def refuse_nonfinite(model: nn.Module, source: str) -> None:
     """
     bad = nonfinite_tensors(model.named_parameters())
     if bad:
-        raise ValueError(
+        raise UserError(
             f"{source}: the weights hold NaN or Inf in {describe_nonfinite(bad)}, so every number computed from "
             "them would be meaningless (a diverged training run or a corrupt file): evaluate an earlier checkpoint"
         )

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from simpo.errors import UserError
 from simpo.objectives.base import PairLogps
 from simpo.value_checks import check_number, check_one_of
 
@@ -74,7 +75,7 @@ def check_label_smoothing(value: Any, loss_type: str = "sigmoid") -> float:
     """``loss.label_smoothing`` in [0, 0.5), and 0 unless ``loss_type`` is sigmoid."""
     eps = check_number("loss.label_smoothing", value, "a number in [0, 0.5)", lambda v: 0 <= v < 0.5)
     if eps and loss_type != "sigmoid":
-        raise ValueError(f"loss.label_smoothing only applies to loss.loss_type=sigmoid, not {loss_type!r}; set it to 0")
+        raise UserError(f"loss.label_smoothing only applies to loss.loss_type=sigmoid, not {loss_type!r}; set it to 0")
     return eps
 
 

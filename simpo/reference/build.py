@@ -9,6 +9,7 @@ import datasets
 from transformers import PreTrainedModel
 
 from data.tokenizers import cache_root
+from simpo.errors import UserError
 from simpo.objectives import Objective
 from simpo.reference import REFERENCE_MODES
 from simpo.reference.collate import ReferenceCollator
@@ -28,12 +29,12 @@ def check_reference_config(reference: Mapping[str, Any] | None, objective: Objec
         return None
     name = type(objective).__name__
     if not reference:
-        raise ValueError(f"loss={name} needs a reference model: set reference=cached (or reference=model)")
+        raise UserError(f"loss={name} needs a reference model: set reference=cached (or reference=model)")
     mode = reference.get("mode")
     if mode not in REFERENCE_MODES:
-        raise ValueError(f"reference.mode must be one of {list(REFERENCE_MODES)}, not {mode!r}")
+        raise UserError(f"reference.mode must be one of {list(REFERENCE_MODES)}, not {mode!r}")
     if mode == "adapter_off" and not adapters:
-        raise ValueError("reference=adapter_off needs LoRA adapters to switch off (peft=lora); use reference=cached")
+        raise UserError("reference=adapter_off needs LoRA adapters to switch off (peft=lora); use reference=cached")
     return mode
 
 

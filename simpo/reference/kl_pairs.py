@@ -13,6 +13,7 @@ from typing import Any
 
 import datasets
 
+from simpo.errors import UserError
 from simpo.logprobs import IGNORE_INDEX
 from simpo.reference.keys import pair_key
 
@@ -47,7 +48,7 @@ class KLPartners:
         self._partner: dict[int, tuple[int, int]] = {}  # pair key -> (split, row of its partner)
         for s, split in enumerate(splits):
             if len(split) < 2:
-                raise ValueError(f"loss=kto needs at least 2 pairs per split for its KL estimate, not {len(split)}")
+                raise UserError(f"loss=kto needs at least 2 pairs per split for its KL estimate, not {len(split)}")
             keys = [pair_key(c, r) for c, r in zip(split["chosen_input_ids"], split["rejected_input_ids"], strict=True)]
             for row, key in enumerate(keys):
                 self._partner.setdefault(key, (s, (row + 1) % len(split)))

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import torch
 
+from simpo.errors import UserError
 from simpo.io import read_torch_file, save_torch
 
 COLUMNS = ("chosen", "rejected", "kl_chosen", "kl_rejected")
 
 
-class StaleReferenceError(LookupError):
-    """A pair of the batch has no value in the reference table: the table belongs to other data."""
+class StaleReferenceError(UserError, LookupError):
+    """A pair of the batch has no value in the reference table: the table belongs to other data (a ``LookupError``
+    too, for callers that catch one)."""
 
 
 @dataclass
@@ -48,7 +50,8 @@ class ReferenceTable:
             if row is None:
                 raise StaleReferenceError(
                     f"a pair of this batch has no cached reference log-prob (key {int(key)}): the cache was built for "
-                    "other data; it is never used for pairs it does not cover"
+                    "other data; it is never used for pairs it does not cover (delete it under $SIMPO_CACHE/reference/ "
+                    "to compute it again)"
                 )
             rows.append(row)
         return self.values[torch.tensor(rows, dtype=torch.long)]
@@ -73,5 +76,5 @@ class ReferenceTable:
         """
         stored = read_torch_file(path, "reference")
         if stored.get("columns") != list(COLUMNS):
-            raise ValueError(f"{path} is not a reference table of this version (columns {stored.get('columns')})")
+            raise UserError(f"{path} is not a reference table of this version (columns {stored.get('columns')})")
         return cls(stored["keys"], stored["values"]), stored["meta"]

@@ -20,6 +20,7 @@ from typing import Any
 import datasets
 
 from data.sources import carve_validation
+from simpo.errors import UserError
 from simpo.sampling.shards import write_text_atomic
 
 DROP_REASONS = {
@@ -104,7 +105,7 @@ def split_pairs(pairs: list[dict], test_size: float | int, seed: int) -> dict[st
     try:
         (_, train), (_, test) = carve_validation(index, test_size, seed)
     except ValueError:
-        raise ValueError(
+        raise UserError(
             f"binarize.test_size={test_size} leaves no test pair or no training pair out of the {len(pairs)} pairs "
             "kept: give a count (e.g. binarize.test_size=1) or a larger fraction, or sample more prompts"
         ) from None

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import torch
 from transformers import PreTrainedModel
 
+from simpo.errors import UserError
 from simpo.evaluation.decoding import Decoding
 
 BACKENDS = ("auto", "hf", "vllm")
@@ -54,9 +55,9 @@ def resolve_backend(backend: str, has_model_dir: bool) -> str:
     if backend == "auto":
         return "vllm" if installed and torch.cuda.is_available() and has_model_dir else "hf"
     if backend == "vllm" and not installed:
-        raise ValueError("generate.backend=vllm needs vLLM (pip install vllm, on a GPU machine); or use hf")
+        raise UserError("generate.backend=vllm needs vLLM (pip install vllm, on a GPU machine); or use hf")
     if backend == "vllm" and not has_model_dir:
-        raise ValueError("generate.backend=vllm needs model.name_or_path (a Hugging Face directory or hub id)")
+        raise UserError("generate.backend=vllm needs model.name_or_path (a Hugging Face directory or hub id)")
     return backend
 
 

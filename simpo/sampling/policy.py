@@ -8,6 +8,7 @@ import lightning as L
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from data.tokenizers import BUNDLED, load_tokenizer, override_chat_template
+from simpo.errors import UserError
 from simpo.evaluation.policy_source import load_policy
 from simpo.policy import build_policy, tokenizer_source
 from simpo.pretrained_source import check_pretrained_source
@@ -45,5 +46,5 @@ def sampling_policy(
     try:
         override_chat_template(tokenizer, chat_template)
     except ValueError as error:
-        raise ValueError(str(error).replace("data.chat_template", "generate.chat_template")) from None
+        raise UserError(str(error).replace("data.chat_template", "generate.chat_template")) from None
     return model, tokenizer, short

@@ -20,6 +20,7 @@ from data.bos import has_single_bos
 from data.layouts import Message
 from data.sources import load_split
 from data.templating import require_chat_template
+from simpo.errors import UserError
 
 ROLES = ("system", "user", "assistant")
 
@@ -94,7 +95,7 @@ def load_prompts(dataset: str, split: str, column: str, limit: int | None = None
         message = str(error).replace("data.dataset", "prompts.dataset").replace("data.train_split", "prompts.split")
         raise type(error)(message.replace(" / data.test_split", "")) from None
     if column not in rows.column_names:
-        raise ValueError(
+        raise UserError(
             f"prompts.column={column}: the split {split!r} of prompts.dataset={dataset} has no such column (its "
             f"columns: {rows.column_names}); set prompts.column to the column holding the prompt text or messages"
         )
@@ -107,7 +108,7 @@ def load_prompts(dataset: str, split: str, column: str, limit: int | None = None
             continue
         unique.setdefault(prompt_id(turns), Prompt(prompt_id(turns), turns))
     if not unique:
-        raise ValueError(
+        raise UserError(
             f"prompts.column={column} of prompts.dataset={dataset} (split {split!r}) holds no usable prompt: each "
             "must be a non-blank text or a list of {role, content} messages ending with the user's turn"
         )
@@ -139,7 +140,7 @@ def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt]) 
     bad = [i for i, ids in enumerate(result) if not has_single_bos(ids, bos)]
     if bad:
         first = prompts[bad[0]]
-        raise ValueError(
+        raise UserError(
             f"single BOS: {len(bad)} of {len(prompts)} prompts of prompts.dataset hold more than one BOS "
             f"{tokenizer.bos_token!r} (id {bos}) once templated, e.g. prompt {first.prompt_id[:12]} "
             f"({first.text[:80]!r}, {result[bad[0]].count(bos)} BOS). Their text probably already holds a rendered "

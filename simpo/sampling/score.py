@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from simpo.errors import UserError
 from simpo.evaluation.judge import RewardModel
 from simpo.sampling.generate import Throughput
 from simpo.sampling.shards import ShardPlan, ShardStore
@@ -115,7 +116,7 @@ def run_score(scorer: Scorer, plan: ShardPlan, generated: ShardStore, store: Sha
     todo = store.missing(plan.mine())
     absent = generated.missing(todo)
     if absent:
-        raise ValueError(
+        raise UserError(
             f"stages: {len(absent)} shards to score have no generated responses yet (e.g. "
             f"{generated.path(absent[0])}): run the generate stage first (stages=[generate,score,binarize])"
         )

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from simpo.errors import UserError
 from simpo.evaluation.decoding import Decoding
 from simpo.policy import DTYPES
 from simpo.sampling.engines import BACKENDS
@@ -20,18 +21,18 @@ DEVICES = ("auto", "cpu", "cuda")
 def check_stages(stages: Any) -> tuple[str, ...]:
     """``stages``: a non-empty list of generate / score / binarize; returned in pipeline order."""
     if isinstance(stages, str) or not stages or any(s not in STAGES for s in stages):
-        raise ValueError(f"stages must be a non-empty list of {list(STAGES)}, not {stages!r}")
+        raise UserError(f"stages must be a non-empty list of {list(STAGES)}, not {stages!r}")
     return tuple(s for s in STAGES if s in stages)
 
 
 def check_seeds(seeds: Any, num_samples: int) -> tuple[int, ...]:
     """The first ``num_samples`` of ``generate.seeds`` (distinct integers, one per sample)."""
     if isinstance(seeds, str) or not isinstance(seeds, Sequence) or not all(is_integer(s) and s >= 0 for s in seeds):
-        raise ValueError(f"generate.seeds must be a list of integers >= 0 (one per sample), not {seeds!r}")
+        raise UserError(f"generate.seeds must be a list of integers >= 0 (one per sample), not {seeds!r}")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"generate.seeds must be distinct (equal seeds give equal samples), not {list(seeds)}")
+        raise UserError(f"generate.seeds must be distinct (equal seeds give equal samples), not {list(seeds)}")
     if len(seeds) < num_samples:
-        raise ValueError(
+        raise UserError(
             f"generate.num_samples={num_samples} needs as many generate.seeds (one per sample); got {len(seeds)}: "
             f"{list(seeds)}"
         )
@@ -41,7 +42,7 @@ def check_seeds(seeds: Any, num_samples: int) -> tuple[int, ...]:
 def check_test_size(value: Any) -> float | int:
     """``binarize.test_size``: a fraction in (0, 1) or a positive count of pairs."""
     if not ((isinstance(value, float) and 0 < value < 1) or (is_integer(value) and value >= 1)):
-        raise ValueError(f"binarize.test_size must be a fraction in (0, 1) or a positive pair count, not {value!r}")
+        raise UserError(f"binarize.test_size must be a fraction in (0, 1) or a positive pair count, not {value!r}")
     return value
 
 
@@ -49,7 +50,7 @@ def resolve_device(device: str) -> str:
     """``cuda`` or ``cpu`` for ``device`` (auto: cuda when a GPU is visible)."""
     check_one_of("device", device, DEVICES)
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda but no GPU is visible: use device=auto or device=cpu")
+        raise UserError("device=cuda but no GPU is visible: use device=auto or device=cpu")
     return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
 
 
@@ -61,20 +62,20 @@ def check_sample_config(cfg: DictConfig) -> tuple[str, ...]:
     """
     stages = check_stages(cfg.stages)
     if not isinstance(cfg.output_dir, str) or not cfg.output_dir.strip():
-        raise ValueError(f"output_dir must be a directory path, not {cfg.output_dir!r}")
+        raise UserError(f"output_dir must be a directory path, not {cfg.output_dir!r}")
     check_non_negative_int("seed", cfg.seed)
     resolve_device(cfg.device)
     p = cfg.prompts
     for key in ("dataset", "split", "column"):
         if not isinstance(p[key], str) or not p[key].strip():
-            raise ValueError(f"prompts.{key} must be a non-empty string, not {p[key]!r}")
+            raise UserError(f"prompts.{key} must be a non-empty string, not {p[key]!r}")
     check_positive_int("prompts.limit", p.limit, nullable=True)
     check_positive_int("shards.size", cfg.shards.size)
     g = cfg.generate
     check_one_of("generate.backend", g.backend, BACKENDS)
     check_positive_int("generate.num_samples", g.num_samples)
     if g.num_samples < 2:
-        raise ValueError(f"generate.num_samples must be at least 2 (a pair needs two responses), not {g.num_samples}")
+        raise UserError(f"generate.num_samples must be at least 2 (a pair needs two responses), not {g.num_samples}")
     check_seeds(g.seeds, g.num_samples)
     check_number("generate.temperature", g.temperature, "a number >= 0 (0: greedy)", lambda x: x >= 0)
     check_number("generate.top_p", g.top_p, "a number in (0, 1]", lambda x: 0 < x <= 1)
@@ -83,12 +84,12 @@ def check_sample_config(cfg: DictConfig) -> tuple[str, ...]:
     check_one_of("model.dtype", cfg.model.dtype, DTYPES)
     r = cfg.reward_model
     if "score" in stages and not r.name_or_path:
-        raise ValueError(
+        raise UserError(
             "reward_model.name_or_path must be set for the score stage: an AutoModelForSequenceClassification "
             "directory or hub id (e.g. RLHFlow/ArmoRM-Llama3-8B-v0.1 with reward_model.trust_remote_code=true)"
         )
     if not isinstance(r.trust_remote_code, bool):
-        raise ValueError(f"reward_model.trust_remote_code must be true or false, not {r.trust_remote_code!r}")
+        raise UserError(f"reward_model.trust_remote_code must be true or false, not {r.trust_remote_code!r}")
     check_one_of("reward_model.dtype", r.dtype, DTYPES)
     check_positive_int("reward_model.batch_size", r.batch_size)
     check_positive_int("reward_model.max_length", r.max_length)

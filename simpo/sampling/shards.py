@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from simpo.errors import UserError
 from simpo.io import remove_stale_temporaries, write_json, write_text
 from simpo.sampling.stop import deferred
 
@@ -45,9 +46,9 @@ def process_rank() -> tuple[int, int]:
     try:
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError as error:
-        raise ValueError(f"the environment's RANK / WORLD_SIZE must be integers ({error})") from None
+        raise UserError(f"the environment's RANK / WORLD_SIZE must be integers ({error})") from None
     if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"the environment's RANK={rank} must be in [0, WORLD_SIZE={world})")
+        raise UserError(f"the environment's RANK={rank} must be in [0, WORLD_SIZE={world})")
     return rank, world
 
 
@@ -141,7 +142,7 @@ def check_manifest(output_dir: Path, sections: Mapping[str, Mapping[str, Any]]) 
                 if section != "prompts"
                 else "the prompts changed, so every stage must be redone"
             )
-            raise ValueError(
+            raise UserError(
                 f"output_dir={output_dir} holds {section} shards made with other settings ({listed}): resuming would "
                 f"mix two runs. Give another output_dir, or {remedy}"
             )
