@@ -1,4 +1,4 @@
-"""Capture and restore every global RNG in a form ``torch.load(weights_only=True)`` accepts."""
+"""Capture and restore every global RNG as plain tensors and numbers, which ``simpo.io.read_torch_file`` loads."""
 
 from __future__ import annotations
 
