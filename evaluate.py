@@ -15,7 +15,13 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from simpo.entrypoint import build, build_loss, register_resolvers, silence_library_noise, user_errors_as_messages
+from simpo.config.entrypoint import (
+    build,
+    build_loss,
+    register_resolvers,
+    silence_library_noise,
+    user_errors_as_messages,
+)
 from simpo.errors import UserError
 from simpo.evaluation import decoding as dec
 from simpo.evaluation.generation import answer, check_prompts
@@ -27,9 +33,9 @@ from simpo.evaluation.prompt_sets import Format, Prompt, load_prompts, read_answ
 from simpo.evaluation.reference_source import evaluation_reference
 from simpo.evaluation.report import markdown_table, write_metrics, write_report
 from simpo.evaluation.settings import resolve_device, validate_settings
-from simpo.module import SimPOModule
 from simpo.objectives import Objective
 from simpo.reference.build import install_reference_collator
+from simpo.training.module import SimPOModule
 
 log = logging.getLogger("evaluate")
 register_resolvers()

@@ -24,10 +24,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from simpo.entrypoint import register_resolvers, silence_library_noise, user_errors_as_messages
+from simpo.config.entrypoint import register_resolvers, silence_library_noise, user_errors_as_messages
 from simpo.errors import UserError
 from simpo.evaluation.judge import RewardModel
-from simpo.policy import DTYPES
+from simpo.models.policy import DTYPES
 from simpo.sampling.binarize import binarize, split_pairs, write_splits
 from simpo.sampling.engines import Engine, HFEngine, VllmEngine, resolve_backend
 from simpo.sampling.generate import GenerateSettings, Throughput, run_generate, stop_token_ids

@@ -23,10 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from callbacks.preemption import RunInterrupted
 from callbacks.trainable_checkpoint import TrainableOnlyCheckpoint
 from data.tokenizers import BUNDLED, load_tokenizer
-from simpo.adapters import apply_adapters, check_adapter_settings, quantized_loading
-from simpo.checkpoint_io import AtomicCheckpointIO
-from simpo.config_checks import check_train_config
-from simpo.entrypoint import (
+from simpo.config.config_checks import check_train_config
+from simpo.config.entrypoint import (
     PROJECT_ROOT,
     build,
     build_loss,
@@ -34,24 +32,26 @@ from simpo.entrypoint import (
     silence_library_noise,
     user_errors_as_messages,
 )
+from simpo.core.global_batch import accumulation_steps
 from simpo.errors import UserError
-from simpo.global_batch import accumulation_steps
 from simpo.io import write_text
-from simpo.loggers import drop_rows_from_step
-from simpo.module import SimPOModule
-from simpo.nonfinite import ADVICE
-from simpo.policy import build_policy, tokenizer_source, warn_low_precision_weights
-from simpo.pretrained_source import check_pretrained_source, check_tokenizer_files
+from simpo.models.adapters import apply_adapters, check_adapter_settings, quantized_loading
+from simpo.models.policy import build_policy, tokenizer_source, warn_low_precision_weights
+from simpo.models.pretrained_source import check_pretrained_source, check_tokenizer_files
 from simpo.reference.build import build_reference, check_reference_config, install_reference_collator, policy_identity
-from simpo.resume import (
+from simpo.runs.resume import (
     CheckpointInfo,
     changed_settings,
     check_progress_left,
     check_same_data_order,
     read_checkpoint,
 )
-from simpo.run_dir import RunPlan, apply, earlier_contents, plan_run_dir
-from simpo.run_status import NoTrainingError, write_status
+from simpo.runs.run_dir import RunPlan, apply, earlier_contents, plan_run_dir
+from simpo.runs.run_status import NoTrainingError, write_status
+from simpo.training.checkpoint_io import AtomicCheckpointIO
+from simpo.training.loggers import drop_rows_from_step
+from simpo.training.module import SimPOModule
+from simpo.training.nonfinite import ADVICE
 
 ROOT = PROJECT_ROOT
 register_resolvers()

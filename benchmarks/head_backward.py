@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.process_probe import vm_rss_mib  # noqa: E402
-from simpo.chunked_logprobs import HEAD_BACKWARDS, chunked_token_logps  # noqa: E402
+from simpo.core.chunked_logprobs import HEAD_BACKWARDS, chunked_token_logps  # noqa: E402
 
 VOCAB = 128_256  # Llama 3
 STEP_MODEL = {"model_type": "llama", "vocab_size": VOCAB, "hidden_size": 256, "intermediate_size": 768,
@@ -83,8 +83,8 @@ def step_iteration(args: argparse.Namespace, mode: str) -> tuple[Callable[[], No
     """A closure running one training step of the benchmark model, and the scored tokens of its batch."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from simpo.labelled_head import METHOD_NAME, attach_labelled_logps
-    from simpo.logprobs import SequenceLogps, labelled_positions
+    from simpo.core.labelled_head import METHOD_NAME, attach_labelled_logps
+    from simpo.core.logprobs import SequenceLogps, labelled_positions
 
     torch.manual_seed(0)
     config = LlamaConfig(**STEP_MODEL, attn_implementation="sdpa")

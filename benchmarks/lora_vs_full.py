@@ -108,10 +108,10 @@ def run_one(config: dict, queue: multiprocessing.Queue) -> None:
     import torch.nn.functional as F
 
     from data.tokenizers import load_tokenizer
-    from simpo.adapters import AdapterSettings, apply_adapters
-    from simpo.labelled_head import attach_labelled_logps
-    from simpo.optim import build_optimizer
-    from simpo.policy import build_policy
+    from simpo.core.labelled_head import attach_labelled_logps
+    from simpo.models.adapters import AdapterSettings, apply_adapters
+    from simpo.models.policy import build_policy
+    from simpo.training.optim import build_optimizer
 
     torch.manual_seed(0)
     torch.set_num_threads(config["threads"])

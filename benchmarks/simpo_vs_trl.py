@@ -130,7 +130,7 @@ def current_rss_mb() -> float:
 def build_model(args: argparse.Namespace, tokenizer: Any) -> Any:
     import lightning as L
 
-    from simpo.policy import build_policy
+    from simpo.models.policy import build_policy
 
     L.seed_everything(args.seed, verbose=False)
     return build_policy(tokenizer, architecture=dict(MODEL_SIZES[args.model_size]), dtype=args.dtype,
@@ -144,8 +144,8 @@ def worker_ours(args: argparse.Namespace) -> dict[str, Any]:
 
     from data.datamodule import PreferenceDataModule
     from data.tokenizers import load_tokenizer
-    from simpo.module import SimPOModule
     from simpo.objectives import SimPO
+    from simpo.training.module import SimPOModule
 
     tokenizer = load_tokenizer("llama3")
     policy = build_model(args, tokenizer)

@@ -198,7 +198,7 @@ def build_model_dir(preset: dict[str, Any], tiny: bool, seed: int, target: Path)
     import torch
 
     from data.tokenizers import load_tokenizer
-    from simpo.policy import build_policy
+    from simpo.models.policy import build_policy
 
     tokenizer = load_tokenizer(preset["tokenizer"])
     architecture = dict(preset["architecture"])

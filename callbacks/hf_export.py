@@ -8,11 +8,11 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.strategies import ModelParallelStrategy
 
-from simpo.adapters import is_adapted, save_export
-from simpo.finite import describe_nonfinite, nonfinite_tensors
-from simpo.fsdp import gather_full_state_dict
+from simpo.core.finite import describe_nonfinite, nonfinite_tensors
 from simpo.io import atomic_directory
-from simpo.nonfinite import NonFiniteError
+from simpo.models.adapters import is_adapted, save_export
+from simpo.training.fsdp import gather_full_state_dict
+from simpo.training.nonfinite import NonFiniteError
 
 log = logging.getLogger(__name__)
 

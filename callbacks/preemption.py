@@ -12,7 +12,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from simpo.global_batch import ends_accumulation_window
+from simpo.core.global_batch import ends_accumulation_window
 
 log = logging.getLogger(__name__)
 

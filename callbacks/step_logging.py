@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 
-from simpo.global_batch import ends_accumulation_window
+from simpo.core.global_batch import ends_accumulation_window
 
 
 class EdgeStepLogging(L.Callback):

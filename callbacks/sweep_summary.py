@@ -12,7 +12,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from simpo.io import atomic_file, write_text
-from simpo.run_status import read_status
+from simpo.runs.run_status import read_status
 
 log = logging.getLogger(__name__)
 

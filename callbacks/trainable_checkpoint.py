@@ -7,7 +7,7 @@ from typing import Any
 
 import lightning as L
 
-from simpo.adapters import trainable_names
+from simpo.models.adapters import trainable_names
 
 
 class TrainableOnlyCheckpoint(L.Callback):

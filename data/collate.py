@@ -15,7 +15,7 @@ flattened (R * T) batch whose hidden state predicts ``target_ids`` (M,), a token
 
 The non-padded layouts describe attention with ``segment_ids`` (R, T) (a sequence or pair within its row, -1 on
 padding) and ``branch_ids`` (R, T) (0: seen by the whole segment, 1: chosen, 2: rejected); the forward pass turns
-them, with ``position_ids``, into the attention mask of its kernel (``simpo/attention_masks.py``).
+them, with ``position_ids``, into the attention mask of its kernel (``simpo/core/attention_masks.py``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
+from simpo.core.logprobs import IGNORE_INDEX
 from simpo.errors import UserError
-from simpo.logprobs import IGNORE_INDEX
 
 LAYOUTS = ("padded", "packed", "shared_prompt", "shared_prompt_packed")
 

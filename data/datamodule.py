@@ -5,7 +5,7 @@ carved out of train), map the columns and detect the layout (``data/layouts.py``
 (``data/pair_encoding.py``), enforce the single BOS (``data/bos.py``), count what was dropped and why
 (``data/report.py``), and cache the result under a fingerprint of everything it depends on (``data/cache.py``).
 ``prepare_data`` does the tokenising once per node; ``setup`` then loads the cache, writes ``data_report.json`` and
-prints a short table. Settings are checked in ``__init__`` (``simpo/value_checks.py``).
+prints a short table. Settings are checked in ``__init__`` (``simpo/core/value_checks.py``).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from data.sources import SplitRows, carve_validation, check_val_size, is_single_
 from data.templating import require_chat_template
 from data.token_budget import TokenBudget, describe, pair_lengths, plan_micro_batches
 from data.tokenizers import override_chat_template
+from simpo.core.value_checks import check_non_negative_int, check_number, check_one_of, check_positive_int
 from simpo.errors import UserError
-from simpo.value_checks import check_non_negative_int, check_number, check_one_of, check_positive_int
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ from transformers import PreTrainedTokenizerBase
 from data.bos import check_policy, count_extra_bos, remove_extra_bos, texts_hold
 from data.layouts import BAD_ROW_REASONS, BadRowError, Message, detect_row_layout, row_to_turns
 from data.templating import template_texts
+from simpo.core.logprobs import IGNORE_INDEX
+from simpo.core.value_checks import check_one_of, check_positive_int
 from simpo.errors import UserError
-from simpo.logprobs import IGNORE_INDEX
-from simpo.value_checks import check_one_of, check_positive_int
 
 TRUNCATION_MODES = ("keep_end", "keep_start")
 TOKEN_COLUMNS = ["chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"]

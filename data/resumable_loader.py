@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data.token_budget import KEY as BUDGET_KEY
 from data.token_budget import TokenBudget, equal_share
+from simpo.core.global_batch import micro_batch_loss_weight
 from simpo.errors import UserError
-from simpo.global_batch import micro_batch_loss_weight
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -84,8 +84,9 @@ class TokenBudgetSampler(Sampler[list[int]]):
     processes W in number (``equal_share``). Each epoch permutes them (every process draws the same permutation) and
     cuts the order into optimizer steps of ``accumulate`` x W micro-batches (the epoch's last step may hold fewer, a
     multiple of W); rank r takes micro-batches r, r + W, ... of each step, so every process runs the same number of
-    micro-batches, step after step. A micro-batch's loss weight (``simpo.global_batch.micro_batch_loss_weight``) makes
-    the step's gradient the mean over the step's pairs, on every process and micro-batch.
+    micro-batches, step after step. A micro-batch's loss weight
+    (``simpo.core.global_batch.micro_batch_loss_weight``) makes the step's gradient the mean over the step's pairs,
+    on every process and micro-batch.
 
     Args:
         micro_batches: the plan (lists of pair indices).

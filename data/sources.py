@@ -18,8 +18,8 @@ import numpy as np
 
 from data.file_rows import FILE_TYPES, one_line, read_file
 from data.progress import no_progress_bars
+from simpo.core.value_checks import is_integer
 from simpo.errors import MissingFileError, UserError
-from simpo.value_checks import is_integer
 
 PATH_SUFFIXES = (*FILE_TYPES, ".csv", ".tsv", ".txt", ".arrow", ".gz", ".bz2", ".xz", ".zst", ".zip")
 

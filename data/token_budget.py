@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 import torch
 
 from data.collate import PreferenceCollator
+from simpo.core.logprobs import IGNORE_INDEX
 from simpo.errors import UserError
-from simpo.logprobs import IGNORE_INDEX
 
 KEY = "data.max_tokens_per_batch"
 

@@ -41,7 +41,7 @@ def compose_train(run_dir: Path, overrides: list[str] = ()) -> DictConfig:
 
 def padded_batch(input_ids, attention_mask, labels) -> dict:
     """A padded-layout batch (as ``PreferenceCollator`` makes) from (2P, T) ids, mask and -100-masked labels."""
-    from simpo.logprobs import labelled_positions
+    from simpo.core.logprobs import labelled_positions
 
     rows, positions, targets = labelled_positions(labels)
     index = rows * labels.shape[1] + positions

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 
 from data import resumable_loader
 from data.resumable_loader import EpochShuffleSampler
-from simpo.resume import read_checkpoint
+from simpo.runs.resume import read_checkpoint
 from train import ROOT
 
 COMMON = ["data.test_split=null", "trainer.log_every_n_steps=1", "validate_before_training=false",

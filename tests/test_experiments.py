@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from simpo.global_batch import accumulation_steps
+from simpo.core.global_batch import accumulation_steps
 from tests.conftest import ROOT, TINY_OVERRIDES, compose_train
 from train import set_accumulation
 
@@ -42,7 +42,7 @@ def test_recipe_values(tmp_path, name):
     assert cfg.trainer.max_epochs == 1 and cfg.optimizer.warmup_ratio == 0.1
     assert cfg.trainer.precision == "bf16-mixed" and cfg.model.gradient_checkpointing is True
     assert cfg.seed == 42
-    assert cfg.trainer.strategy._target_ == "simpo.fsdp.AtomicModelParallelStrategy" and cfg.fsdp.meta_init
+    assert cfg.trainer.strategy._target_ == "simpo.training.fsdp.AtomicModelParallelStrategy" and cfg.fsdp.meta_init
     assert cfg.model.attn_implementation == ("eager" if name.startswith("gemma") else "auto")
     # the released Gemma 2 and Mistral-Instruct templates refuse a lone assistant turn or a system message
     expected_template = {"gemma-2-9b-it-simpo": "gemma2", "mistral-7b-instruct-simpo": "mistral"}.get(name)

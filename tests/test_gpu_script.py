@@ -123,7 +123,7 @@ def test_train_runs_are_composed_with_the_step_recorder(quick):
     assert [r["name"] for r in runs] == ["sdpa-ckpt", "sdpa"]
     for run in runs:
         assert run["status"] == "composed" and "step_recorder" in run["callbacks"], run
-        assert run["strategy"] == "simpo.fsdp.AtomicModelParallelStrategy"
+        assert run["strategy"] == "simpo.training.fsdp.AtomicModelParallelStrategy"
 
 
 @pytest.mark.slow  # the CPU rehearsal takes a few minutes

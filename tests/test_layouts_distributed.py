@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from simpo.resume import read_checkpoint
+from simpo.runs.resume import read_checkpoint
 from tests.test_distributed import FSDP2, SINGLE, losses, run
 
 LAYOUT_RUNS = {

@@ -11,7 +11,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from simpo.adapters import (
+from simpo.core.labelled_head import attach_labelled_logps
+from simpo.core.logprobs import labelled_positions, target_sequence_logps
+from simpo.evaluation.policy_source import load_policy
+from simpo.models.adapters import (
     AdapterSettings,
     adapters_disabled,
     apply_adapters,
@@ -19,10 +22,7 @@ from simpo.adapters import (
     default_target_modules,
     merged_state_dict,
 )
-from simpo.evaluation.policy_source import load_policy
-from simpo.labelled_head import attach_labelled_logps
-from simpo.logprobs import labelled_positions, target_sequence_logps
-from simpo.policy import build_policy
+from simpo.models.policy import build_policy
 from tests.conftest import compose_train
 from tests.test_resume import SendSignalAt, losses
 from train import prepare, train

@@ -15,7 +15,7 @@ import torch
 from torch.distributed.checkpoint import FileSystemReader
 from transformers import AutoModelForCausalLM
 
-from simpo.resume import read_checkpoint
+from simpo.runs.resume import read_checkpoint
 from tests.test_distributed import FSDP2, SINGLE, losses, run
 from train import ROOT
 

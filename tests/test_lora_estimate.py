@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from benchmarks.lora_vs_full import LLAMA3_8B, LlamaShape, measured_state_bytes, training_state_bytes
-from simpo.adapters import AdapterSettings, apply_adapters
-from simpo.optim import build_optimizer
-from simpo.policy import build_policy
+from simpo.models.adapters import AdapterSettings, apply_adapters
+from simpo.models.policy import build_policy
+from simpo.training.optim import build_optimizer
 
 SMALL = LlamaShape(vocab=128256, hidden=64, layers=2, intermediate=160, heads=4, kv_heads=2, tied=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from simpo.entrypoint import build_loss
+from simpo.config.entrypoint import build_loss
 from simpo.objectives import DPO
 from tests.conftest import compose_train
 

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from data.tokenizers import bundled_tokenizer_dir
-from simpo.entrypoint import build_loss
+from simpo.config.entrypoint import build_loss
 from simpo.objectives import OBJECTIVES
 from tests.conftest import ROOT
 

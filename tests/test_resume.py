@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from data.resumable_loader import ResumableDataLoader
-from simpo.checkpoint_io import AtomicCheckpointIO
+from simpo.training.checkpoint_io import AtomicCheckpointIO
 from tests.conftest import TINY_OVERRIDES, compose_train
 from train import ROOT, train
 

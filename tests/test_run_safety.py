@@ -15,12 +15,12 @@ import torch
 from omegaconf import OmegaConf
 
 from data.tokenizers import load_tokenizer
-from simpo.config_checks import ConfigError
-from simpo.nonfinite import NonFiniteError
-from simpo.policy import build_policy, check_tokenizer_matches, tokenizer_source, warn_low_precision_weights
-from simpo.resume import CheckpointError
-from simpo.run_dir import RunDirError
-from simpo.run_status import NoTrainingError
+from simpo.config.config_checks import ConfigError
+from simpo.models.policy import build_policy, check_tokenizer_matches, tokenizer_source, warn_low_precision_weights
+from simpo.runs.resume import CheckpointError
+from simpo.runs.run_dir import RunDirError
+from simpo.runs.run_status import NoTrainingError
+from simpo.training.nonfinite import NonFiniteError
 from tests.conftest import TINY_OVERRIDES, compose_train
 from train import prepare, run_and_record, train
 
@@ -233,7 +233,7 @@ def test_pretrained_models_keep_fp32_weights_and_the_precision_follows_the_devic
 
 
 def test_16_bit_weights_with_a_tiny_learning_rate_warn(caplog):
-    with caplog.at_level(logging.WARNING, logger="simpo.policy"):
+    with caplog.at_level(logging.WARNING, logger="simpo.models.policy"):
         assert warn_low_precision_weights("bfloat16", 6e-7)
     assert "model.dtype=bfloat16" in caplog.text and "trainer.precision=bf16-mixed" in caplog.text
     assert not warn_low_precision_weights("float32", 6e-7) and not warn_low_precision_weights("bfloat16", 1e-3)

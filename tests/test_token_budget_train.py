@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from simpo.config_checks import ConfigError, check_train_config
+from simpo.config.config_checks import ConfigError, check_train_config
 from tests.conftest import TINY_OVERRIDES, compose_train
 from tests.test_resume import EXACT, losses
 from train import train

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from data.datamodule import PreferenceDataModule
-from simpo.policy import build_policy
+from simpo.models.policy import build_policy
 from tests.conftest import TINY_OVERRIDES, compose_train
 from train import train
 

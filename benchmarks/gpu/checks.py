@@ -193,8 +193,8 @@ def environment(ctx: Context) -> None:
     for module in (
         "train",
         "data.datamodule",
-        "simpo.module",
-        "simpo.fsdp",
+        "simpo.training.module",
+        "simpo.training.fsdp",
         "callbacks.throughput",
         "benchmarks.gpu.step_recorder",
         "benchmarks.gpu.step_bench",
@@ -250,10 +250,10 @@ def exactness(ctx: Context) -> None:
 
     from data.datamodule import PreferenceDataModule
     from data.tokenizers import load_tokenizer
-    from simpo.fsdp import AtomicModelParallelStrategy
-    from simpo.module import SimPOModule
+    from simpo.models.policy import build_policy
     from simpo.objectives import SimPO
-    from simpo.policy import build_policy
+    from simpo.training.fsdp import AtomicModelParallelStrategy
+    from simpo.training.module import SimPOModule
 
     started = time.perf_counter()
     tokenizer = load_tokenizer("llama3")
@@ -509,8 +509,8 @@ def compose_only(overrides: list[str], validate: bool) -> dict[str, Any]:
     if validate:
         from hydra.utils import instantiate
 
-        from simpo.config_checks import check_train_config
-        from simpo.entrypoint import register_resolvers
+        from simpo.config.config_checks import check_train_config
+        from simpo.config.entrypoint import register_resolvers
 
         register_resolvers()
         check_train_config(cfg)

@@ -69,7 +69,7 @@ def fmt_ratio(value: float | None) -> str:
 
 def qlora(ctx: Any) -> None:
     """A tiny pretrained Llama (hidden 64, 2 layers, Llama 3 vocabulary, written with ``save_pretrained``) loaded in
-    4-bit NF4 with bf16 compute (``peft=qlora`` through ``simpo.adapters``: ``check_adapter_settings``,
+    4-bit NF4 with bf16 compute (``peft=qlora`` through ``simpo.models.adapters``: ``check_adapter_settings``,
     ``quantized_loading``, ``apply_adapters``) trains its LoRA adapters for 4 SimPO steps in bf16-mixed (4 pairs x
     128 tokens): every projection in 4 bits, losses finite, the adapters moved, the 4-bit base unchanged, peak memory.
     Without CUDA: ``peft=qlora`` must be refused, and the same path trains with ``peft=lora`` (rehearsal)."""
@@ -80,8 +80,8 @@ def qlora(ctx: Any) -> None:
     from step_bench import TINY_LLAMA, BenchSize, Variant, release, run_variant, synthetic_data, variants_table
 
     from data.tokenizers import load_tokenizer
-    from simpo.adapters import check_adapter_settings
-    from simpo.policy import build_policy
+    from simpo.models.adapters import check_adapter_settings
+    from simpo.models.policy import build_policy
 
     size = BenchSize("micro", 128, 4, 4, 1, "bf16-mixed" if ctx.cuda else "32-true", chunk_size=64,
                      checkpointing=False)  # fmt: skip

@@ -1,8 +1,8 @@
 """In-process step measurements for the GPU checks' comparisons (``comparisons.py``): one variant (objective and
 reference, batch layout, head mode, adapters) trained for a few optimizer steps through the project's own objects
-(``PreferenceDataModule``, ``build_policy``, ``simpo.adapters``, ``simpo.reference``, ``SimPOModule``, Lightning's
-``Trainer`` with the throughput callback and ``StepRecorder``), and summarised: median step time and tokens/s over
-the steps after ``warmup``, peak allocated GPU memory during the fit, the losses.
+(``PreferenceDataModule``, ``build_policy``, ``simpo.models.adapters``, ``simpo.reference``, ``SimPOModule``,
+Lightning's ``Trainer`` with the throughput callback and ``StepRecorder``), and summarised: median step time and
+tokens/s over the steps after ``warmup``, peak allocated GPU memory during the fit, the losses.
 
 Every variant of a comparison runs in the same process on identical weights (the global seed is reset before each
 build), so their differences are the variant's; the memory floor before each fit is reported, so memory that an
@@ -163,8 +163,8 @@ def _objective(variant: Variant) -> Any:
 def build_variant_policy(size: BenchSize, variant: Variant, tokenizer: Any, device: str) -> torch.nn.Module:
     """The variant's policy, as ``train.build_module`` builds it: random weights of the size's architecture
     (initialised on ``device``, seeded) or ``name_or_path`` (4-bit for QLoRA), then the LoRA adapters."""
-    from simpo.adapters import apply_adapters, check_adapter_settings, quantized_loading
-    from simpo.policy import build_policy
+    from simpo.models.adapters import apply_adapters, check_adapter_settings, quantized_loading
+    from simpo.models.policy import build_policy
 
     adapters = None
     if variant.peft is not None:
@@ -219,7 +219,7 @@ def run_variant(size: BenchSize, variant: Variant, data_dir: Path, work: Path, d
     from benchmarks.gpu.step_recorder import StepRecorder
     from callbacks.throughput import ThroughputMonitor
     from data.tokenizers import load_tokenizer
-    from simpo.module import SimPOModule
+    from simpo.training.module import SimPOModule
 
     summary: dict[str, Any] = {"name": variant.name, **{k: v for k, v in asdict(variant).items() if k != "name"}}
     cuda = device == "cuda"

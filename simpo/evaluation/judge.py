@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from simpo.errors import UserError
 from simpo.evaluation.weights import refuse_nonfinite
-from simpo.pretrained_source import check_pretrained_source
+from simpo.models.pretrained_source import check_pretrained_source
 
 
 def check_reward_architecture(config: PretrainedConfig, name_or_path: str, key: str = "judge.reward_model") -> None:

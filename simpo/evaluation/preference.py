@@ -8,9 +8,9 @@ from collections.abc import Iterable, Sequence
 import torch
 from tqdm import tqdm
 
-from simpo.metrics import reward_metrics
-from simpo.module import SimPOModule
+from simpo.core.metrics import reward_metrics
 from simpo.objectives import Objective, ObjectiveOutput, PairLogps
+from simpo.training.module import SimPOModule
 
 
 @torch.no_grad()

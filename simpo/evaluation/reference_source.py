@@ -12,8 +12,8 @@ import lightning as L
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from simpo.errors import UserError
+from simpo.models.policy import build_policy
 from simpo.objectives import Objective
-from simpo.policy import build_policy
 from simpo.reference.provider import ModelReference
 
 

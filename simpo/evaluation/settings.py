@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from simpo.core.value_checks import check_number, check_one_of, check_positive_int, is_integer
 from simpo.errors import MissingFileError, UserError
 from simpo.evaluation.generation import BACKENDS
 from simpo.evaluation.prompt_sets import FORMATS
-from simpo.policy import resolve_dtype
-from simpo.value_checks import check_number, check_one_of, check_positive_int, is_integer
+from simpo.models.policy import resolve_dtype
 
 TASKS = ("preference", "generate", "judge")
 DEVICES = ("auto", "cpu", "cuda")

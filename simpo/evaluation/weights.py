@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from simpo.core.finite import describe_nonfinite, nonfinite_tensors
 from simpo.errors import UserError
-from simpo.finite import describe_nonfinite, nonfinite_tensors
 
 
 def refuse_nonfinite(model: nn.Module, source: str) -> None:

@@ -7,9 +7,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from simpo.core.value_checks import check_number, check_one_of
 from simpo.errors import UserError
 from simpo.objectives.base import PairLogps
-from simpo.value_checks import check_number, check_one_of
 
 
 def chosen_nll(stats: PairLogps) -> torch.Tensor:

@@ -64,7 +64,7 @@ def build_reference(
     """
     name = reference.get("name_or_path")
     if mode == "adapter_off":
-        from simpo.adapters import adapters_disabled
+        from simpo.models.adapters import adapters_disabled
 
         return AdapterOffReference(adapters_disabled)
     if mode == "model":

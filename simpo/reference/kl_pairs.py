@@ -13,8 +13,8 @@ from typing import Any
 
 import datasets
 
+from simpo.core.logprobs import IGNORE_INDEX
 from simpo.errors import UserError
-from simpo.logprobs import IGNORE_INDEX
 from simpo.reference.keys import pair_key
 
 

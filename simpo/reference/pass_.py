@@ -16,7 +16,7 @@ import datasets
 import torch
 import torch.distributed as dist
 
-from simpo.logprobs import SequenceLogps
+from simpo.core.logprobs import SequenceLogps
 from simpo.reference.keys import pair_key
 
 log = logging.getLogger(__name__)

@@ -18,12 +18,12 @@ import torch
 import torch.distributed as dist
 from transformers import PreTrainedModel
 
+from simpo.core.rng import rng_states, set_rng_states
 from simpo.reference.pass_ import reference_rows
 from simpo.reference.table import ReferenceTable
-from simpo.rng import rng_states, set_rng_states
 
 if TYPE_CHECKING:
-    from simpo.module import SimPOModule
+    from simpo.training.module import SimPOModule
 
 log = logging.getLogger(__name__)
 ModelFactory = Callable[[], PreTrainedModel]
@@ -72,7 +72,7 @@ class AdapterOffReference:
     """``reference=adapter_off`` (LoRA): the policy itself with its adapters switched off.
 
     Args:
-        disabled: a context manager factory that switches the policy's adapters off (``simpo.adapters``).
+        disabled: a context manager factory that switches the policy's adapters off (``simpo.models.adapters``).
     """
 
     mode = "adapter_off"

@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from simpo.core.value_checks import check_non_negative_int, check_number, check_one_of, check_positive_int, is_integer
 from simpo.errors import UserError
 from simpo.evaluation.decoding import Decoding
-from simpo.policy import DTYPES
+from simpo.models.policy import DTYPES
 from simpo.sampling.engines import BACKENDS
-from simpo.value_checks import check_non_negative_int, check_number, check_one_of, check_positive_int, is_integer
 
 STAGES = ("generate", "score", "binarize")
 DEVICES = ("auto", "cpu", "cuda")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from data.pair_encoding import TruncationSettings, encode_pair, split_turns, truncate
-from simpo.logprobs import IGNORE_INDEX
+from simpo.core.logprobs import IGNORE_INDEX
 from tests.data.conftest import uf_row
 
 

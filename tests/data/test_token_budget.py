@@ -11,10 +11,10 @@ from data.collate import LAYOUTS, PreferenceCollator
 from data.datamodule import PreferenceDataModule
 from data.resumable_loader import ResumableDataLoader, TokenBudgetSampler
 from data.token_budget import TokenBudget, equal_share, pair_lengths, plan_micro_batches
-from simpo.global_batch import micro_batch_loss_weight
-from simpo.module import SimPOModule
+from simpo.core.global_batch import micro_batch_loss_weight
+from simpo.models.policy import build_policy
 from simpo.objectives import SimPO
-from simpo.policy import build_policy
+from simpo.training.module import SimPOModule
 from tests.conftest import ROOT
 
 BUDGET = 1024

@@ -86,5 +86,6 @@ def test_a_checkpoint_of_an_earlier_main_resumes_and_evaluates(tmp_path):
     run_and_record(compose_train(run_dir, overrides))
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "completed" and status["step"] == 3, status
+    assert not [key for key in status.get("changed", {}) if key.endswith("_target_")], status["changed"]
     metrics = evaluate(compose_eval(tmp_path / "eval", [f"ckpt_path={ASSET}", "preference.max_pairs=4"]))
     assert metrics["pairs"] == 4 and 0.0 <= metrics["rewards/accuracies"] <= 1.0

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 
-from simpo.config_checks import ConfigError
+from simpo.config.config_checks import ConfigError
 from simpo.errors import CheckpointError, MissingFileError, UserError
 from simpo.reference.table import StaleReferenceError
-from simpo.run_dir import RunDirError
-from simpo.run_status import NoTrainingError, RunFailedError
+from simpo.runs.run_dir import RunDirError
+from simpo.runs.run_status import NoTrainingError, RunFailedError
 from tests.e2e.test_checkpoint_files import run_command
 
 

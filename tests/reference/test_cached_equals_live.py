@@ -11,13 +11,13 @@ import torch
 from omegaconf import OmegaConf
 
 from data.datamodule import PreferenceDataModule
-from simpo.module import SimPOModule
+from simpo.models.policy import build_policy
 from simpo.objectives import OBJECTIVES
-from simpo.policy import build_policy
 from simpo.reference.build import install_reference_collator
 from simpo.reference.pass_ import reference_rows
 from simpo.reference.provider import CachedReference, ModelReference
 from simpo.reference.table import ReferenceTable
+from simpo.training.module import SimPOModule
 from tests.conftest import ROOT
 
 ARCHITECTURE = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "tiny_llama.yaml").architecture)

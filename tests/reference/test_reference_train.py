@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from simpo.config_checks import ConfigError
+from simpo.config.config_checks import ConfigError
 from tests.conftest import TINY_OVERRIDES, compose_train
 from train import train
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from simpo.logprobs import IGNORE_INDEX
+from simpo.core.logprobs import IGNORE_INDEX
 from simpo.reference.keys import pair_key, sequence_key
 from simpo.reference.kl_pairs import KLPartners, mismatched
 from simpo.reference.table import ReferenceTable, StaleReferenceError

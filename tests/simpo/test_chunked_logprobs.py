@@ -14,11 +14,11 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from simpo.chunked_logprobs import chunked_sequence_logps
-from simpo.logprobs import IGNORE_INDEX, SequenceLogps, sequence_logps
-from simpo.module import SimPOModule
+from simpo.core.chunked_logprobs import chunked_sequence_logps
+from simpo.core.logprobs import IGNORE_INDEX, SequenceLogps, sequence_logps
+from simpo.models.policy import disable_dropout
 from simpo.objectives import SimPO
-from simpo.policy import disable_dropout
+from simpo.training.module import SimPOModule
 from tests.conftest import padded_batch
 
 RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}

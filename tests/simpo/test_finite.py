@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from simpo.finite import describe_nonfinite, nonfinite_tensors
+from simpo.core.finite import describe_nonfinite, nonfinite_tensors
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])

@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from simpo.chunked_logprobs import chunked_sequence_logps
-from simpo.config_checks import ConfigError, check_train_config
-from simpo.labelled_head import METHOD_NAME, attach_labelled_logps
-from simpo.logprobs import IGNORE_INDEX, SequenceLogps, target_sequence_logps
-from simpo.policy import disable_dropout
+from simpo.config.config_checks import ConfigError, check_train_config
+from simpo.core.chunked_logprobs import chunked_sequence_logps
+from simpo.core.labelled_head import METHOD_NAME, attach_labelled_logps
+from simpo.core.logprobs import IGNORE_INDEX, SequenceLogps, target_sequence_logps
+from simpo.models.policy import disable_dropout
 from tests.conftest import compose_train, padded_batch
 from tests.simpo.test_chunked_logprobs import (
     RTOL,

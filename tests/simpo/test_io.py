@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from simpo.entrypoint import build_loss
+from simpo.config.entrypoint import build_loss
 from simpo.errors import CheckpointError, UserError
 from simpo.io import read_torch_file
 from simpo.objectives import SimPO

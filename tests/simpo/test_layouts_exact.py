@@ -9,10 +9,10 @@ import torch
 
 from data.collate import LAYOUTS, PreferenceCollator
 from data.datamodule import PreferenceDataModule
-from simpo.attention_masks import allowed
-from simpo.module import SimPOModule
+from simpo.core.attention_masks import allowed
+from simpo.models.policy import build_policy
 from simpo.objectives import SimPO
-from simpo.policy import build_policy
+from simpo.training.module import SimPOModule
 from tests.conftest import ROOT
 
 SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from simpo.logprobs import (
+from simpo.core.logprobs import (
     IGNORE_INDEX,
     SequenceLogps,
     labelled_positions,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from simpo.optim import build_optimizer, param_groups, squared_norm, warmup_cosine
+from simpo.training.optim import build_optimizer, param_groups, squared_norm, warmup_cosine
 
 
 def _model() -> nn.Sequential:

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from simpo.labelled_head import LABELLED_ONLY_MODEL_TYPES
-from simpo.logprobs import sequence_logps
-from simpo.module import SimPOModule
+from simpo.core.labelled_head import LABELLED_ONLY_MODEL_TYPES
+from simpo.core.logprobs import sequence_logps
+from simpo.models.policy import build_policy, disable_dropout, resolve_attn_implementation
 from simpo.objectives import SimPO
-from simpo.policy import build_policy, disable_dropout, resolve_attn_implementation
+from simpo.training.module import SimPOModule
 from tests.conftest import padded_batch
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,

@@ -21,8 +21,9 @@ from omegaconf import OmegaConf
 
 from simpo.errors import CheckpointError, UserError
 from simpo.objectives import OBJECTIVES, Objective
+from simpo.runs.resume import current_target
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def default_precision() -> str:
@@ -87,8 +88,6 @@ def user_errors_as_messages(logger: logging.Logger) -> Iterator[None]:
         raise SystemExit(1) from None
 
 
-# Objectives of checkpoints written before ``simpo/objectives/`` existed.
-LEGACY_TARGETS = {"simpo.loss.SimPOLoss": "simpo.objectives.simpo.SimPO"}
 # What a ``loss._target_`` read from a file may name.
 OBJECTIVE_TARGETS = frozenset(f"{kind.__module__}.{kind.__qualname__}" for kind in OBJECTIVES.values())
 
@@ -126,7 +125,7 @@ def build_loss(loss_cfg: Mapping[str, Any], stored_in: str | None = None) -> Obj
     """
     settings = {key: value for key, value in loss_cfg.items() if key != "chunk_size"}
     target = settings.get("_target_")
-    settings["_target_"] = LEGACY_TARGETS.get(target, target)
+    settings["_target_"] = current_target(target)
     if stored_in is not None:
         check_stored_objective(settings, stored_in)
     objective = build(settings, key="loss")

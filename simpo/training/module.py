@@ -12,20 +12,20 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from torch.distributed.fsdp import register_fsdp_forward_method
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from simpo.attention_masks import layout_attention_mask
+from simpo.core.attention_masks import layout_attention_mask
+from simpo.core.finite import describe_nonfinite, nonfinite_tensors
+from simpo.core.global_batch import ends_accumulation_window
+from simpo.core.labelled_head import METHOD_NAME, attach_labelled_logps, supports_labelled_head
+from simpo.core.logprobs import SequenceLogps, target_sequence_logps
+from simpo.core.metrics import reward_metrics
+from simpo.core.rng import rng_states, set_rng_states
 from simpo.errors import UserError
-from simpo.finite import describe_nonfinite, nonfinite_tensors
-from simpo.fsdp import materialize, shard_policy
-from simpo.global_batch import ends_accumulation_window
-from simpo.labelled_head import METHOD_NAME, attach_labelled_logps, supports_labelled_head
-from simpo.logprobs import SequenceLogps, target_sequence_logps
-from simpo.metrics import reward_metrics
-from simpo.nonfinite import NonFiniteError, NonFiniteGuard
 from simpo.objectives import Objective, PairLogps
-from simpo.optim import build_optimizer, squared_norm
 from simpo.reference.provider import ReferenceProvider
-from simpo.resume import continue_stopped_epoch
-from simpo.rng import rng_states, set_rng_states
+from simpo.runs.resume import continue_stopped_epoch
+from simpo.training.fsdp import materialize, shard_policy
+from simpo.training.nonfinite import NonFiniteError, NonFiniteGuard
+from simpo.training.optim import build_optimizer, squared_norm
 
 
 class SimPOModule(L.LightningModule):
@@ -39,7 +39,8 @@ class SimPOModule(L.LightningModule):
         chunk_size: labelled tokens projected onto the vocabulary at a time (``model.chunk_size``), so the
             largest vocabulary-sized buffer is (chunk_size, V); ``None`` builds the full (2B, T, V) logits.
         lr, weight_decay, betas, eps, warmup_ratio: AdamW and warmup-cosine schedule settings.
-        implementation: how AdamW runs (``optimizer.implementation``: fused | foreach | for_loop, ``simpo.optim``).
+        implementation: how AdamW runs (``optimizer.implementation``: fused | foreach | for_loop,
+            ``simpo.training.optim``).
         tokenizer: kept beside the policy so callbacks can export both; not part of the checkpoint.
         config: the run's resolved configuration, stored in the checkpoint's hyper-parameters.
         fsdp: FSDP2 options (``cpu_offload``, ``reshard_after_forward``) used when the trainer's strategy is
@@ -49,7 +50,7 @@ class SimPOModule(L.LightningModule):
         max_nonfinite_steps: optimizer steps in a row whose loss or gradient norm is NaN/inf that are skipped
             (gradients dropped, counted in ``train/skipped_steps``) before the run stops with ``NonFiniteError``.
         head_backward: how the labelled-only head forms its gradient (``model.head_backward``, see
-            ``simpo.labelled_head``).
+            ``simpo.core.labelled_head``).
     """
 
     def __init__(
@@ -119,7 +120,8 @@ class SimPOModule(L.LightningModule):
         """Per-sequence statistics of ``model`` (the policy, or a reference built like it) on a batch in any layout.
 
         Args:
-            model: a causal LM; with a labelled-only head attached (``simpo.labelled_head``) when ``chunk_size`` is set.
+            model: a causal LM; with a labelled-only head attached (``simpo.core.labelled_head``) when ``chunk_size``
+                is set.
             batch: a ``PreferenceCollator`` batch of n pairs: ``input_ids``, ``attention_mask`` (R, T); the scored
                 tokens ``target_index``, ``target_ids``, ``target_sequence`` (M,); ``num_pairs``; and, for the
                 packed and shared-prompt layouts, ``position_ids``, ``segment_ids``, ``branch_ids`` (R, T).

@@ -32,8 +32,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from simpo.core.logprobs import SequenceLogps, labelled_positions, per_sequence
 from simpo.errors import UserError
-from simpo.logprobs import SequenceLogps, labelled_positions, per_sequence
 
 HEAD_BACKWARDS = ("auto", "recompute", "store")  # how the head's gradient is formed (model.head_backward)
 AUTO_STORE_CHUNKS = 2  # head_backward=auto stores D for calls of at most this many chunks of scored tokens
@@ -316,7 +316,7 @@ def chunked_sequence_logps(
     final_logit_softcapping: float | None = None,
     head_backward: str = "auto",
 ) -> SequenceLogps:
-    """``chunked_target_logps`` of a padded batch: like ``simpo.logprobs.sequence_logps`` on ``head(hidden)``.
+    """``chunked_target_logps`` of a padded batch: like ``simpo.core.logprobs.sequence_logps`` on ``head(hidden)``.
 
     Args:
         hidden: (N, T, H) final hidden states of the decoder.

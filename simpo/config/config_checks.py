@@ -13,11 +13,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from simpo.chunked_logprobs import HEAD_BACKWARDS
+from simpo.core.chunked_logprobs import HEAD_BACKWARDS
+from simpo.core.value_checks import is_integer, is_number
 from simpo.errors import UserError
-from simpo.optim import IMPLEMENTATIONS
-from simpo.policy import DTYPES
-from simpo.value_checks import is_integer, is_number
+from simpo.models.policy import DTYPES
+from simpo.training.optim import IMPLEMENTATIONS
 
 
 class ConfigError(UserError):

@@ -16,8 +16,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from simpo.core.finite import describe_nonfinite, nonfinite_tensors
 from simpo.errors import UserError
-from simpo.finite import describe_nonfinite, nonfinite_tensors
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def build_policy(
         compile_layers: ``torch.compile`` each decoder layer (the classes of ``_no_split_modules``).
         layout: the batch layout (``data.layout``), which ``attn_implementation=auto`` takes into account.
         empty_init: create the parameters on the meta device (no memory, buffers real) for FSDP to shard
-            and fill later (``simpo.fsdp.materialize``); the weights are then neither loaded nor initialised.
+            and fill later (``simpo.training.fsdp.materialize``); the weights are then neither loaded nor initialised.
         load_kwargs: more ``from_pretrained`` arguments (QLoRA's ``quantization_config`` and ``device_map``).
     """
     torch_dtype = resolve_dtype(dtype)
@@ -183,7 +183,7 @@ def build_policy(
     zero_dropout_fields(config)
     attn = resolve_attn_implementation(attn_implementation, torch_dtype, config.model_type, layout)
     if empty_init:
-        from simpo.fsdp import parameters_on_meta
+        from simpo.training.fsdp import parameters_on_meta
 
         with parameters_on_meta():
             model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation=attn)
@@ -208,7 +208,7 @@ def build_policy(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if compile_layers:
-        from simpo.fsdp import decoder_layer_classes
+        from simpo.training.fsdp import decoder_layer_classes
 
         layer_types = decoder_layer_classes(model)
         for layer in (m for m in model.modules() if isinstance(m, layer_types)):

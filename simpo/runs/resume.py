@@ -18,6 +18,35 @@ from simpo.io import read_torch_file
 
 log = logging.getLogger(__name__)
 
+# Where the classes and functions named by ``_target_`` in the configs of earlier checkpoints live now: a whole
+# class path, or a module whose contents moved (its dotted prefix).
+MOVED_TARGETS = {
+    "simpo.loss.SimPOLoss": "simpo.objectives.simpo.SimPO",
+    "simpo.logprobs": "simpo.core.logprobs",
+    "simpo.chunked_logprobs": "simpo.core.chunked_logprobs",
+    "simpo.labelled_head": "simpo.core.labelled_head",
+    "simpo.attention_masks": "simpo.core.attention_masks",
+    "simpo.finite": "simpo.core.finite",
+    "simpo.metrics": "simpo.core.metrics",
+    "simpo.rng": "simpo.core.rng",
+    "simpo.value_checks": "simpo.core.value_checks",
+    "simpo.global_batch": "simpo.core.global_batch",
+    "simpo.policy": "simpo.models.policy",
+    "simpo.adapters": "simpo.models.adapters",
+    "simpo.pretrained_source": "simpo.models.pretrained_source",
+    "simpo.run_dir": "simpo.runs.run_dir",
+    "simpo.run_status": "simpo.runs.run_status",
+    "simpo.resume": "simpo.runs.resume",
+    "simpo.module": "simpo.training.module",
+    "simpo.optim": "simpo.training.optim",
+    "simpo.fsdp": "simpo.training.fsdp",
+    "simpo.nonfinite": "simpo.training.nonfinite",
+    "simpo.loggers": "simpo.training.loggers",
+    "simpo.checkpoint_io": "simpo.training.checkpoint_io",
+    "simpo.entrypoint": "simpo.config.entrypoint",
+    "simpo.config_checks": "simpo.config.config_checks",
+}
+
 # Keys whose change on resume is expected (where the run is, how it is launched or shown): not reported.
 EXPECTED_CHANGES = (
     "ckpt_path", "run_dir", "overwrite", "trainer.default_root_dir", "data.report_dir", "callbacks.", "logger."
@@ -77,9 +106,29 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> CheckpointInfo:
     fit_loop = meta.get("loops", {}).get("fit_loop", {})
     completed = int(fit_loop.get("epoch_progress", {}).get("current", {}).get("completed", 0))
     exhausted = bool(fit_loop.get("epoch_loop.batch_progress", {}).get("is_last_batch", True))
-    config = (meta.get("hyper_parameters") or {}).get("config")
+    config = current_targets((meta.get("hyper_parameters") or {}).get("config"))
     loader = (meta.get("PreferenceDataModule") or {}).get("train_loader") or {}
     return CheckpointInfo(path, step, completed, exhausted, config, dict(loader))
+
+
+def current_target(target: Any) -> Any:
+    """Today's path of a ``_target_`` that an earlier version stored (``MOVED_TARGETS``); others are returned as is."""
+    if not isinstance(target, str):
+        return target
+    if target in MOVED_TARGETS:
+        return MOVED_TARGETS[target]
+    module, _, name = target.rpartition(".")
+    return f"{MOVED_TARGETS[module]}.{name}" if module in MOVED_TARGETS else target
+
+
+def current_targets(config: Any) -> Any:
+    """``config`` (a stored config: nested dicts and lists) with every ``_target_`` value at today's path, so a resume
+    never reports a moved class as a changed setting."""
+    if isinstance(config, dict):
+        return {k: current_target(v) if k == "_target_" else current_targets(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [current_targets(v) for v in config]
+    return config
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
-from simpo.chunked_logprobs import HEAD_BACKWARDS, chunked_target_logps
+from simpo.core.chunked_logprobs import HEAD_BACKWARDS, chunked_target_logps
 from simpo.errors import UserError
 
 LABELLED_ONLY_MODEL_TYPES = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"})
@@ -46,7 +46,7 @@ def labelled_logps(
         head_backward: ``auto`` (``store`` for at most 2 chunks of scored tokens or a frozen head, else
             ``recompute``), ``recompute`` (the logits are projected again, chunk by chunk, in backward) or ``store``
             (``d logp / d logits`` formed in forward and kept, (M, V), for a backward without the projection); see
-            ``simpo/chunked_logprobs.py``.
+            ``simpo/core/chunked_logprobs.py``.
     """
     if head_backward not in HEAD_BACKWARDS:
         raise UserError(f"model.head_backward must be one of {list(HEAD_BACKWARDS)}, not {head_backward!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 
-from simpo.run_status import RunFailedError
+from simpo.runs.run_status import RunFailedError
 
 log = logging.getLogger(__name__)
 

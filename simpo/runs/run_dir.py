@@ -9,7 +9,7 @@ from pathlib import Path
 
 from simpo.errors import MissingFileError, UserError
 from simpo.io import remove_stale_temporaries
-from simpo.run_status import read_status
+from simpo.runs.run_status import read_status
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from simpo.core.value_checks import check_number, check_one_of, check_positive_int
 from simpo.errors import UserError
-from simpo.value_checks import check_number, check_one_of, check_positive_int
 
 METHODS = ("lora", "qlora")
 EXPORTS = ("merged", "adapter")
@@ -261,7 +261,7 @@ def merged_state_dict(policy: nn.Module, state: dict[str, torch.Tensor] | None =
 
     Args:
         policy: the ``PeftModel``.
-        state: its full state dict (``simpo.fsdp.gather_full_state_dict`` under FSDP); ``None`` = its own.
+        state: its full state dict (``simpo.training.fsdp.gather_full_state_dict`` under FSDP); ``None`` = its own.
     """
     state = dict(policy.state_dict() if state is None else state)
     prefix = "base_model.model."

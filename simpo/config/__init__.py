@@ -1,0 +1,2 @@
+"""On top: what the entry points share (resolvers, building config sections, the objective) and the checks of a
+composed config."""

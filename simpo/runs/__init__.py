@@ -1,0 +1,1 @@
+"""A run's directory, its status.json, and resuming from a checkpoint."""

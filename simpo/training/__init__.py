@@ -1,0 +1,1 @@
+"""Training: the LightningModule, the optimizer, FSDP2, the non-finite guard, loggers and the checkpoint files."""
