@@ -18,6 +18,7 @@ from transformers import (
 
 from simpo.core.finite import describe_nonfinite, nonfinite_tensors
 from simpo.errors import UserError
+from simpo.models.structure import decoder_layer_classes, parameters_on_meta
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +184,6 @@ def build_policy(
     zero_dropout_fields(config)
     attn = resolve_attn_implementation(attn_implementation, torch_dtype, config.model_type, layout)
     if empty_init:
-        from simpo.training.fsdp import parameters_on_meta
-
         with parameters_on_meta():
             model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation=attn)
     elif name_or_path is not None:
@@ -208,8 +207,6 @@ def build_policy(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if compile_layers:
-        from simpo.training.fsdp import decoder_layer_classes
-
         layer_types = decoder_layer_classes(model)
         for layer in (m for m in model.modules() if isinstance(m, layer_types)):
             layer.compile()

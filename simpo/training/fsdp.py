@@ -8,10 +8,9 @@ builds or loads the full weights once and they are broadcast into the shards.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
-from simpo.errors import UserError
 from simpo.io import commit, temporary_for
+from simpo.models.structure import decoder_layer_classes
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +31,6 @@ MIXED_PRECISION = {  # trainer.precision -> FSDP2 (param dtype, gradient reducti
     "bf16-true": (torch.bfloat16, torch.bfloat16),
     "16-mixed": (torch.float16, torch.float32),
 }
-
-
-def decoder_layer_classes(model: nn.Module) -> tuple[type[nn.Module], ...]:
-    """The module classes named in the model's ``_no_split_modules`` (its decoder layers)."""
-    names = set(getattr(model, "_no_split_modules", None) or [])
-    classes = {type(m) for m in model.modules() if type(m).__name__ in names}
-    if not classes:
-        raise UserError(
-            f"{type(model).__name__} names no decoder layer in _no_split_modules: FSDP cannot find its units"
-        )
-    return tuple(classes)
 
 
 def shard_policy(
@@ -75,28 +63,6 @@ def shard_policy(
     fully_shard(model, **kwargs)
     log.info("FSDP: %d %s units + root, precision %s, cpu_offload=%s", len(layers),
              "/".join(t.__name__ for t in layer_types), precision, cpu_offload)  # fmt: skip
-
-
-@contextlib.contextmanager
-def parameters_on_meta() -> Iterator[None]:
-    """Create modules with their parameters on the meta device (no memory) and their buffers real.
-
-    Buffers (rotary frequencies, ...) are small and often not in the state dict, so they are computed as
-    usual; parameters are filled later by ``materialize``.
-    """
-    original = nn.Module.register_parameter
-
-    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        original(module, name, param)
-        if param is not None and not param.is_meta:  # a meta parameter (tied weights) keeps its identity
-            kind = type(param)
-            module._parameters[name] = kind(param.to("meta"), requires_grad=param.requires_grad)
-
-    nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = original  # type: ignore[method-assign]
 
 
 def materialize(model: nn.Module, device: torch.device, full_state_dict: Callable[[], dict] | None) -> None:
