@@ -44,6 +44,7 @@ from simpo.runs.resume import (
     changed_settings,
     check_progress_left,
     check_same_data_order,
+    check_strategy,
     read_checkpoint,
 )
 from simpo.runs.run_dir import RunPlan, apply, earlier_contents, plan_run_dir
@@ -188,6 +189,7 @@ def prepare(cfg: DictConfig) -> PreparedRun:
     resume = read_checkpoint(plan.ckpt_path) if plan.ckpt_path else None
     changed: dict[str, dict[str, Any]] = {}
     if resume is not None:
+        check_strategy(resume, sharded=bool(cfg.get("fsdp")))
         check_progress_left(resume, cfg.trainer.max_steps, cfg.trainer.max_epochs)
         if resume.config is not None:
             changed = changed_settings(resume.config, OmegaConf.to_container(cfg, resolve=True))

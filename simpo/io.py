@@ -22,6 +22,7 @@ import socket
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from io import BytesIO
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -40,11 +41,10 @@ _SHARDED_NAMES = {
     ("torch.serialization", "_get_layout"),
     ("torch", "Size"),
     ("collections", "OrderedDict"),
-    ("pathlib", "PosixPath"),
-    ("pathlib", "PurePosixPath"),
-    ("pathlib", "WindowsPath"),
-    ("pathlib", "PureWindowsPath"),
+    *((module, name) for module in ("pathlib", "pathlib._local") for name in ("PosixPath", "PurePosixPath")),
+    *((module, name) for module in ("pathlib", "pathlib._local") for name in ("WindowsPath", "PureWindowsPath")),
 }
+CHECKPOINT_REMEDY = "Use a checkpoint written by this project's train.py"
 
 
 class _ShardedMetadataUnpickler(pickle.Unpickler):
@@ -65,18 +65,23 @@ class _ShardedMetadataUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"unsupported global {module}.{name}")
 
 
-def _objects_refused(path: Path, key: str, detail: str) -> CheckpointError:
+def _where(key: str, path: Path) -> str:
+    """``key=path`` for a file a config key names, else the path alone (a cache file)."""
+    return f"{key}={path}" if key else str(path)
+
+
+def _objects_refused(path: Path, key: str, detail: str, remedy: str = CHECKPOINT_REMEDY) -> CheckpointError:
     return CheckpointError(
-        f"{key}={path}: {path.name} holds Python objects that are never loaded ({detail}): only tensors, numbers, "
-        "strings, lists, tuples and dicts are read from a file, since loading anything else would run code from it. "
-        "Use a checkpoint written by this project's train.py"
+        f"{_where(key, path)}: {path.name} holds Python objects that are never loaded ({detail}): only tensors, "
+        "numbers, strings, lists, tuples and dicts are read from a file, since loading anything else would run code "
+        f"from it. {remedy}"
     )
 
 
 def _truncated(path: Path, key: str, detail: str) -> CheckpointError:
     return CheckpointError(
-        f"{key}={path}: {path.name} is not a complete checkpoint (truncated: {detail}); it was probably cut short "
-        "while being saved or copied"
+        f"{_where(key, path)}: {path.name} is not a complete checkpoint (truncated: {detail}); it was probably cut "
+        "short while being saved or copied"
     )
 
 
@@ -84,10 +89,10 @@ def _check_zip_header(path: Path, key: str) -> None:
     """Refuse an empty file (truncated) and one that is no zip archive (not a ``torch.save`` file of torch >= 1.6)."""
     with path.open("rb") as handle:
         head = handle.read(len(ZIP_MAGIC))
-    if not head:
-        raise _truncated(path, key, "the file is empty")
-    if head != ZIP_MAGIC:
-        raise CheckpointError(f"{key}={path}: {path.name} is not a checkpoint (not a file written by torch.save)")
+    if not ZIP_MAGIC.startswith(head):
+        raise CheckpointError(f"{_where(key, path)}: {path.name} is not a checkpoint (not written by torch.save)")
+    if len(head) < len(ZIP_MAGIC):
+        raise _truncated(path, key, f"{len(head)} bytes")
 
 
 def _refused_global(error: pickle.UnpicklingError) -> str:
@@ -96,36 +101,86 @@ def _refused_global(error: pickle.UnpicklingError) -> str:
     return f"it refers to {found.group(1)}" if found else str(error).strip().splitlines()[-1]
 
 
-def _check_sharded_metadata(directory: Path, key: str) -> None:
-    """Unpickle a sharded checkpoint's ``.metadata`` with ``_ShardedMetadataUnpickler``.
+def _check_sharded_metadata(directory: Path, key: str) -> Any:
+    """Unpickle a sharded checkpoint's ``.metadata`` with ``_ShardedMetadataUnpickler``; returns it.
 
     Raises:
         CheckpointError: the file is missing, truncated, or refers to anything but the checkpoint's record types.
     """
     path = directory / SHARDED_METADATA
     if not path.is_file():
-        raise CheckpointError(f"{key}={directory}: a sharded checkpoint directory without its {SHARDED_METADATA} file")
+        raise CheckpointError(f"{_where(key, directory)}: a sharded checkpoint without its {SHARDED_METADATA} file")
     handle: BinaryIO
     with path.open("rb") as handle:
         try:
-            _ShardedMetadataUnpickler(handle).load()
+            return _ShardedMetadataUnpickler(handle).load()
         except pickle.UnpicklingError as error:
             if str(error).startswith("unsupported global"):
                 raise _objects_refused(path, key, f"it refers to {str(error).split()[-1]}") from None
-            raise CheckpointError(f"{key}={directory}: {path.name} is not complete (truncated: {error})") from None
+            raise CheckpointError(f"{_where(key, directory)}: {path.name} is truncated ({error})") from None
         except (EOFError, ValueError, AttributeError, TypeError) as error:
             raise CheckpointError(
-                f"{key}={directory}: {path.name} is not complete (truncated: {type(error).__name__}: {error})"
+                f"{_where(key, directory)}: {path.name} is truncated ({type(error).__name__}: {error})"
             ) from None
 
 
-def read_torch_file(path: str | Path, key: str = "ckpt_path", mmap: bool = False) -> Any:
+def _check_sharded_entries(directory: Path, metadata: Any, key: str) -> None:
+    """Read every non-tensor entry of a sharded checkpoint's shards (the optimizer's settings, ...) as plain data:
+    ``torch.distributed.checkpoint`` itself unpickles them with ``weights_only=False``, which would run their code.
+
+    Raises:
+        CheckpointError: an entry holds more than plain data, is cut short, lies outside ``directory`` or is stored
+            transformed (compressed: it cannot be checked).
+    """
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata
+
+    for index, info in metadata.storage_data.items():
+        if not isinstance(metadata.state_dict_metadata.get(index.fqn), BytesStorageMetadata):
+            continue
+        shard = (directory / info.relative_path).resolve()
+        if not shard.is_relative_to(directory.resolve()) or getattr(info, "transform_descriptors", None):
+            raise CheckpointError(f"{_where(key, directory)}: entry {index.fqn} is stored where it cannot be checked")
+        if not shard.is_file():
+            raise CheckpointError(f"{_where(key, directory)}: its shard {info.relative_path} is missing (a cut copy?)")
+        with shard.open("rb") as handle:
+            handle.seek(info.offset)
+            data = handle.read(info.length)
+        if len(data) != info.length:
+            raise _truncated(shard, key, f"entry {index.fqn} ends after {len(data)} of {info.length} bytes")
+        load_plain(BytesIO(data), shard, key)
+
+
+def load_plain(
+    source: Path | BinaryIO, path: Path, key: str, mmap: bool = False, remedy: str = CHECKPOINT_REMEDY
+) -> Any:
+    """``torch.load`` of ``source`` (the file ``path``, or a stream read from it) with ``weights_only=True``: this
+    project's one ``torch.load``.
+
+    Raises:
+        CheckpointError: more than plain data (never loaded), truncated, or unreadable.
+    """
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as error:
+        if "weights only load failed" in str(error).lower():
+            raise _objects_refused(path, key, _refused_global(error), remedy) from None
+        raise _truncated(path, key, str(error)) from None
+    except PermissionError:
+        raise CheckpointError(f"{_where(key, path)}: {path.name} cannot be read (permission denied)") from None
+    except (RuntimeError, EOFError, KeyError, IndexError, ValueError, OSError, zipfile.BadZipFile) as error:
+        raise _truncated(path, key, str(error).split(". ")[0] or type(error).__name__) from None
+
+
+def read_torch_file(
+    path: str | Path, key: str = "ckpt_path", mmap: bool = False, remedy: str = CHECKPOINT_REMEDY
+) -> Any:
     """The contents of a ``torch.save`` file, or of a sharded checkpoint directory's ``meta.pt``.
 
     Args:
         path: a file, or a sharded checkpoint directory (its ``.metadata`` is checked too).
-        key: the config key that named ``path``, for the messages.
+        key: the config key that named ``path``, for the messages (empty: a file no key names, e.g. a cache).
         mmap: memory-map the tensors instead of reading them (a file only).
+        remedy: what to do about a file that holds more than plain data (the end of the message).
 
     Raises:
         CheckpointError: ``path`` does not exist, is truncated, is not a torch file, or holds Python objects other
@@ -134,22 +189,13 @@ def read_torch_file(path: str | Path, key: str = "ckpt_path", mmap: bool = False
     path = Path(path)
     if path.is_dir():
         if not (path / SHARDED_STATE).is_file():
-            raise CheckpointError(f"{key}={path}: a directory that is not a sharded checkpoint (no {SHARDED_STATE})")
-        _check_sharded_metadata(path, key)
+            raise CheckpointError(f"{_where(key, path)}: a directory but no sharded checkpoint (no {SHARDED_STATE})")
+        _check_sharded_entries(path, _check_sharded_metadata(path, key), key)
         return read_torch_file(path / SHARDED_STATE, key)
     if not path.is_file():
-        raise CheckpointError(f"{key}={path}: no such file (relative to {Path.cwd()})")
+        raise CheckpointError(f"{_where(key, path)}: no such file (relative to {Path.cwd()})")
     _check_zip_header(path, key)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as error:
-        if "weights only load failed" in str(error).lower():
-            raise _objects_refused(path, key, _refused_global(error)) from None
-        raise _truncated(path, key, str(error)) from None
-    except PermissionError:
-        raise
-    except (RuntimeError, EOFError, KeyError, IndexError, ValueError, OSError, zipfile.BadZipFile) as error:
-        raise _truncated(path, key, str(error).split(". ")[0] or type(error).__name__) from None
+    return load_plain(path, path, key, mmap, remedy)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

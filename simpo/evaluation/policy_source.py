@@ -16,7 +16,7 @@ from simpo.evaluation.weights import refuse_nonfinite
 from simpo.io import read_torch_file
 from simpo.models.adapters import adapter_base, is_adapter_dir, merge_saved_adapter
 from simpo.models.policy import build_policy, tokenizer_source
-from simpo.models.pretrained_source import check_pretrained_source
+from simpo.models.pretrained_source import check_pretrained_source, check_tokenizer_files
 
 
 @dataclass
@@ -57,6 +57,7 @@ def load_policy(
     check_pretrained_source(name_or_path, "model.name_or_path")
     if tokenizer is not None:
         check_pretrained_source(tokenizer, "model.tokenizer", bundled=tuple(BUNDLED))
+    check_tokenizer_files(tokenizer or name_or_path, "model.tokenizer" if tokenizer else "model.name_or_path")
     tok = load_tokenizer(tokenizer or name_or_path)
     if is_adapter_dir(name_or_path):  # an adapter-only export (peft.export=adapter): merged onto its base here
         base = adapter_base(name_or_path)

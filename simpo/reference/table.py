@@ -74,7 +74,9 @@ class ReferenceTable:
         Raises:
             CheckpointError: the file is truncated or holds more than plain data (``simpo.io.read_torch_file``).
         """
-        stored = read_torch_file(path, "reference")
-        if stored.get("columns") != list(COLUMNS):
-            raise UserError(f"{path} is not a reference table of this version (columns {stored.get('columns')})")
+        remedy = "Delete the file: the reference log-probs are computed again"
+        stored = read_torch_file(path, "", remedy=remedy)
+        if not isinstance(stored, dict) or stored.get("columns") != list(COLUMNS) or "meta" not in stored:
+            found = stored.get("columns") if isinstance(stored, dict) else type(stored).__name__
+            raise UserError(f"{path} is not a reference table of this version ({found}). {remedy}")
         return cls(stored["keys"], stored["values"]), stored["meta"]

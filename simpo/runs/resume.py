@@ -158,6 +158,19 @@ def changed_settings(before: dict[str, Any], after: dict[str, Any]) -> dict[str,
     return changes
 
 
+def check_strategy(info: CheckpointInfo, sharded: bool) -> None:
+    """Refuse a sharded (FSDP) checkpoint directory for a run that is not sharded (it cannot read one).
+
+    Raises:
+        CheckpointError: naming ``ckpt_path`` and ``strategy=fsdp``.
+    """
+    if info.path.is_dir() and not sharded:
+        raise CheckpointError(
+            f"ckpt_path={info.path} is a sharded (FSDP) checkpoint directory: resume it with strategy=fsdp (on any "
+            "number of processes)"
+        )
+
+
 def check_progress_left(info: CheckpointInfo, max_steps: int, max_epochs: int | None) -> None:
     """Refuse a resume that cannot take a single optimizer step.
 

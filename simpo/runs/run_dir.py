@@ -64,7 +64,9 @@ def earlier_contents(run_dir: Path) -> list[str]:
 
 
 def plan_run_dir(run_dir: Path, ckpt_path: str | None, overwrite: bool = False, is_writer: bool = True) -> RunPlan:
-    """Decide how to use ``run_dir``; nothing is written or removed yet (see ``apply``).
+    """Decide how to use ``run_dir``; nothing is written or removed yet (see ``apply``), except that a save of
+    ``checkpoints/last.ckpt`` that a killed run left half-swapped is finished or undone first (on file systems without
+    an atomic exchange, ``simpo.io.remove_stale_temporaries``), so that ``ckpt_path=last`` finds the checkpoint.
 
     Args:
         run_dir: the run directory (``hydra.run.dir``).
@@ -81,6 +83,8 @@ def plan_run_dir(run_dir: Path, ckpt_path: str | None, overwrite: bool = False, 
             checkpoint of another run continued in a directory that holds a run.
         FileNotFoundError: ``ckpt_path`` names a checkpoint that does not exist.
     """
+    if is_writer and ckpt_path in ("last", "auto"):
+        remove_stale_temporaries(run_dir / "checkpoints", "last.ckpt")
     resolved = _resolve_checkpoint(ckpt_path, run_dir)
     found = earlier_contents(run_dir) if is_writer else []
     if resolved is not None:

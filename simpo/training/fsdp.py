@@ -8,6 +8,7 @@ builds or loads the full weights once and they are broadcast into the shards.
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 from collections.abc import Callable
@@ -17,11 +18,14 @@ from typing import Any
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
+from torch.distributed.checkpoint import DefaultLoadPlanner
+from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.planner import ReadItem
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
-from simpo.io import commit, temporary_for
+from simpo.io import commit, load_plain, temporary_for
 from simpo.models.structure import decoder_layer_classes
 
 log = logging.getLogger(__name__)
@@ -86,6 +90,28 @@ def gather_full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
+class PlainDataLoadPlanner(DefaultLoadPlanner):
+    """``torch.distributed.checkpoint``'s default load planner, except that a shard's non-tensor entries (the
+    optimizer's settings, ...) are read as plain data (``simpo.io.load_plain``), where the default unpickles them with
+    ``weights_only=False`` and so would run code from the file.
+
+    Args:
+        path: the sharded checkpoint directory (for the messages).
+        kwargs: ``DefaultLoadPlanner``'s (``allow_partial_load``).
+    """
+
+    def __init__(self, path: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path = path
+
+    def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
+        loaded = load_plain(value, self.path, "ckpt_path")
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = loaded
+
+
 class AtomicModelParallelStrategy(ModelParallelStrategy):
     """``ModelParallelStrategy`` for pure FSDP whose checkpoints appear atomically.
 
@@ -104,19 +130,19 @@ class AtomicModelParallelStrategy(ModelParallelStrategy):
         super().setup_environment()
 
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
-        """A module with ``strict_loading = False`` (adapter runs: the checkpoint holds the trainable weights only)
-        loads a sharded checkpoint partially: the weights it lacks keep their current (rebuilt) values."""
-        if self.lightning_module is None or self.lightning_module.strict_loading:
-            return super().load_checkpoint(checkpoint_path, weights_only)
+        """Lightning's load, with the shards' non-tensor entries read as plain data (``PlainDataLoadPlanner``); a
+        module with ``strict_loading = False`` (adapter runs: the checkpoint holds the trainable weights only) loads a
+        sharded checkpoint partially: the weights it lacks keep their current (rebuilt) values."""
         from lightning.fabric.strategies import model_parallel
-        from torch.distributed.checkpoint import DefaultLoadPlanner, load
+        from torch.distributed.checkpoint import load
 
+        partial = self.lightning_module is not None and not self.lightning_module.strict_loading
         original = model_parallel._distributed_checkpoint_load
         model_parallel._distributed_checkpoint_load = lambda state, path: load(
-            state, checkpoint_id=path, planner=DefaultLoadPlanner(allow_partial_load=True)
+            state, checkpoint_id=path, planner=PlainDataLoadPlanner(Path(path), allow_partial_load=partial)
         )
         try:
-            return super().load_checkpoint(checkpoint_path, weights_only)
+            return super().load_checkpoint(checkpoint_path, weights_only=True)
         finally:
             model_parallel._distributed_checkpoint_load = original
 

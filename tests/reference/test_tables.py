@@ -54,3 +54,21 @@ def test_kl_partners_score_each_prompt_with_the_next_pairs_responses():
     assert mismatched([1, 2, 3, 4, 5], [6, 7], max_length=5)[0] == [1, 2, 3, 4, 5, 6]  # at least one response token
     with pytest.raises(ValueError, match="at least 2 pairs"):
         KLPartners([datasets.Dataset.from_list(pairs[:1])], max_length=5)
+
+
+def test_a_foreign_or_hostile_cache_file_says_to_delete_it(tmp_path):
+    import os
+
+    from simpo.errors import CheckpointError, UserError
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(UserError, match=r"list\.pt is not a reference table of this version \(list\)\. Delete the"):
+        ReferenceTable.load(tmp_path / "list.pt")
+    torch.save({"columns": Payload()}, tmp_path / "hostile.pt")
+    with pytest.raises(CheckpointError, match=r"^/.*hostile\.pt: hostile\.pt holds Python objects .* Delete the file"):
+        ReferenceTable.load(tmp_path / "hostile.pt")
+    assert not (tmp_path / "ran").exists()

@@ -47,7 +47,7 @@ def test_a_payload_is_refused_and_never_runs(tmp_path):
 
 
 @pytest.mark.parametrize("mmap", [False, True])
-@pytest.mark.parametrize("size", [0, 100, 5000, 400_000, -100])
+@pytest.mark.parametrize("size", [0, 2, 100, 5000, 400_000, -100])
 def test_a_truncated_file_says_it_is_truncated(tmp_path, size, mmap):
     path = tmp_path / "cut.ckpt"
     path.write_bytes(ASSET.read_bytes()[:size])
@@ -57,11 +57,11 @@ def test_a_truncated_file_says_it_is_truncated(tmp_path, size, mmap):
 
 def test_other_files_and_missing_ones_are_named(tmp_path):
     (tmp_path / "notes.ckpt").write_text("these are notes, not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"notes\.ckpt is not a checkpoint \(not a file written by torch\.save"):
+    with pytest.raises(CheckpointError, match=r"notes\.ckpt is not a checkpoint \(not written by torch\.save"):
         read_torch_file(tmp_path / "notes.ckpt")
     with pytest.raises(CheckpointError, match=r"ckpt_path=.*nothing\.ckpt: no such file"):
         read_torch_file(tmp_path / "nothing.ckpt")
-    with pytest.raises(CheckpointError, match=r"a directory that is not a sharded checkpoint \(no meta\.pt\)"):
+    with pytest.raises(CheckpointError, match=r"a directory but no sharded checkpoint \(no meta\.pt\)"):
         read_torch_file(tmp_path)
 
 
@@ -87,7 +87,7 @@ def test_a_sharded_checkpoint_with_a_payload_in_its_metadata_is_refused(tmp_path
         read_torch_file(path)
     assert not marker.exists()
     (path / ".metadata").write_bytes(b"")
-    with pytest.raises(CheckpointError, match=r"\.metadata is not complete \(truncated"):
+    with pytest.raises(CheckpointError, match=r"\.metadata is truncated"):
         read_torch_file(path)
 
 
@@ -99,3 +99,31 @@ def test_a_stored_objective_builds_only_objectives():
         build_loss({"_target_": "os.system", "_args_": ["true"]}, stored)
     with pytest.raises(CheckpointError, match=r"loss\.beta in .* is a dict, not a number or string"):
         build_loss({"_target_": "simpo.objectives.simpo.SimPO", "beta": {"_target_": "os.getpid"}}, stored)
+
+
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+def test_a_payload_among_the_shards_entries_is_refused_and_never_runs(tmp_path):
+    """DCP stores a shard's non-tensor entries (the optimizer's settings) as pickles and loads them with
+    ``weights_only=False``: the reader and the strategy's load planner both read them as plain data."""
+    from simpo.training.fsdp import PlainDataLoadPlanner
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "last.ckpt"
+    state = {"state_dict": {"w": torch.ones(2)}, "optimizer_0": {"param_groups": [{"lr": 0.1, "name": "decay"}]}}
+    dcp.save(state, checkpoint_id=path)
+    torch.save({"global_step": 3}, path / "meta.pt")
+    assert read_torch_file(path) == {"global_step": 3}
+    loaded = {"state_dict": {"w": torch.zeros(2)}, "optimizer_0": {"param_groups": [{"lr": 0.0, "name": ""}]}}
+    dcp.load(loaded, checkpoint_id=path, planner=PlainDataLoadPlanner(path))
+    assert loaded["optimizer_0"]["param_groups"][0] == {"lr": 0.1, "name": "decay"}
+    assert torch.equal(loaded["state_dict"]["w"], torch.ones(2))
+
+    state["optimizer_0"]["param_groups"][0]["lr"] = Payload(marker)
+    dcp.save(state, checkpoint_id=path)
+    with pytest.raises(CheckpointError, match=r"distcp holds Python objects that are never loaded \(it refers to "
+                                              r"posix\.system\)"):  # fmt: skip
+        read_torch_file(path)
+    with pytest.raises(BaseException) as caught:  # DCP's CheckpointException (a BaseException) holds each rank's error
+        dcp.load(loaded, checkpoint_id=path, planner=PlainDataLoadPlanner(path))
+    assert "holds Python objects that are never loaded" in repr(getattr(caught.value, "failures", caught.value))
+    assert not marker.exists()
