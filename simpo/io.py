@@ -1,10 +1,11 @@
 """Files in one place: one reader for every ``torch.save`` file, which never runs code from it, and one atomic writer.
 
 Checkpoints are shared and downloaded, so a file is data, never code: ``torch.load`` runs with ``weights_only=True``
-(tensors, numbers, strings, ``None``, lists, tuples and dicts; everything this project saves is made of those), and a
-sharded (FSDP) checkpoint's ``.metadata``, which ``torch.distributed.checkpoint`` reads with a plain unpickler, is
-read first with one that accepts only the checkpoint format's own record types. A file that holds anything else is
-refused before any of it is used; so is a truncated one, with a different message.
+(tensors, numbers, strings, ``None``, lists, tuples and dicts; everything this project saves is made of those). Of a
+sharded (FSDP) checkpoint, which ``torch.distributed.checkpoint`` unpickles without such limits, the ``.metadata`` is
+read first with an unpickler that accepts only the format's own record types, and every non-tensor entry of the
+shards as plain data. A file that holds anything else is refused before any of it is used; so is a truncated one,
+with a different message.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def _check_sharded_metadata(directory: Path, key: str) -> Any:
             if str(error).startswith("unsupported global"):
                 raise _objects_refused(path, key, f"it refers to {str(error).split()[-1]}") from None
             raise CheckpointError(f"{_where(key, directory)}: {path.name} is truncated ({error})") from None
-        except (EOFError, ValueError, AttributeError, TypeError) as error:
+        except (EOFError, ValueError, AttributeError, TypeError, ImportError) as error:
             raise CheckpointError(
                 f"{_where(key, directory)}: {path.name} is truncated ({type(error).__name__}: {error})"
             ) from None
