@@ -21,7 +21,7 @@ from train import ROOT
 
 pytestmark = pytest.mark.slow
 LORA = ["peft=lora", "peft.r=4", "peft.alpha=8", "optimizer.lr=1e-2"]
-LORA_LR = 1e-2  # the learning rate at which the default run learns with LoRA (README: LoRA and QLoRA)
+LORA_LR = 1e-2  # the learning rate at which the default run learns with LoRA (docs/lora.md)
 
 
 @pytest.fixture(scope="module")

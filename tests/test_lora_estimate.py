@@ -1,5 +1,6 @@
-"""The memory estimate behind the README's 8B table: parameter counts from the shape equal the built models', and the
-estimated weights + gradients + AdamW bytes equal the bytes measured after a real optimizer step (full and LoRA)."""
+"""The memory estimate behind the 8B table of docs/lora.md: parameter counts from the shape equal the built
+models', and the estimated weights + gradients + AdamW bytes equal the bytes measured after a real optimizer step
+(full and LoRA)."""
 
 from __future__ import annotations
 
