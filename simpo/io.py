@@ -268,8 +268,10 @@ def remove_stale_temporaries(directory: Path, name: str | None = None) -> None:
     temporaries of live processes and of other hosts are left alone."""
     if not directory.is_dir():
         return
+    prefix = f".{name}." if name is not None else "."
+    changed = False
     for entry in directory.iterdir():
-        found = _TEMPORARY.match(entry.name)
+        found = _TEMPORARY.match(entry.name) if entry.name.startswith(prefix) else None
         if found is None or (name is not None and found["name"] != name):
             continue
         if found["host"] != _host() or _alive(int(found["pid"])):
@@ -279,7 +281,9 @@ def remove_stale_temporaries(directory: Path, name: str | None = None) -> None:
             os.rename(entry, target)  # undo: the previous version is the target again
         else:
             _remove(entry)
-    fsync_directory(directory)
+        changed = True
+    if changed:  # every write calls this: the directory is synced only when an entry went
+        fsync_directory(directory)
 
 
 def temporary_for(path: Path, directory: bool = False) -> Path:
