@@ -138,39 +138,10 @@ def log(*parts: Any) -> None:
 def environment(ctx: Context) -> None:
     """Versions of everything the checks use, the device and its measured bf16 matmul rate, the project's imports
     (``train.py`` needs hydra, omegaconf and datasets) and the bundled Llama 3 tokenizer (built once, cached)."""
-    import importlib.metadata as md
-    import platform
-
+    import preflight
     import torch
 
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in (
-        "torch",
-        "transformers",
-        "tokenizers",
-        "lightning",
-        "hydra-core",
-        "omegaconf",
-        "antlr4-python3-runtime",
-        "datasets",
-        "dill",
-        "multiprocess",
-        "llama-models",
-        "peft",
-        "bitsandbytes",
-        "tiktoken",
-        "huggingface-hub",
-        "safetensors",
-        "pyarrow",
-        "fsspec",
-        "numpy",
-        "flash-attn",
-        "triton",
-    ):
-        try:
-            versions[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            versions[dist] = None
+    versions = preflight.versions()
     versions["torch.cuda"] = torch.version.cuda
     device: dict[str, Any] = {"cuda": ctx.cuda, "cpu_count": os.cpu_count()}
     if ctx.cuda:

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The whole GPU session in one command (see benchmarks/gpu/README.md):
 #
-#     bash benchmarks/gpu/run.sh OUT [--budget SECONDS] [--only a,b] [--quick]
+#     bash benchmarks/gpu/run.sh OUT [--budget SECONDS] [--only a,b] [--quick] [--preflight-only]
 #
 # 1. installs the carried wheels (.gpu-wheels/, made by fetch_wheels.sh) that this Python lacks, offline, into a
 #    private folder on PYTHONPATH (nothing of the machine's own environment is replaced);
-# 2. runs benchmarks/gpu/run_checks.py: every check in its own process with its own timeout, all within the
-#    budget (default 450 s, counted from here), writing OUT/report.md, report.json, log.txt and profile.md.
+# 2. runs benchmarks/gpu/preflight.py: versions, requirements, and an import of every package the checks need and
+#    of every wheel just installed; the first failed import stops here (exit 2, OUT/report.md says which);
+#    --preflight-only stops here in any case;
+# 3. runs benchmarks/gpu/run_checks.py: every check in its own process with its own timeout, all within the
+#    budget (counted from here), writing OUT/report.md, report.json, log.txt and profile.md.
 set -uo pipefail
 OUT=${1:?usage: bash benchmarks/gpu/run.sh OUT [run_checks.py options]}
 shift
@@ -48,4 +51,13 @@ export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
 
 echo "$(date '+%H:%M:%S') $("$PYTHON" --version 2>&1), setup $(( $(date +%s) - GPU_CHECKS_T0 )) s"
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
-exec "$PYTHON" benchmarks/gpu/run_checks.py "$OUT" "$@"
+
+export GPU_CHECKS_PREFLIGHT=$GPU_CHECKS_WORK/preflight.json
+rm -f "$GPU_CHECKS_PREFLIGHT"
+"$PYTHON" benchmarks/gpu/preflight.py "$OUT" --result "$GPU_CHECKS_PREFLIGHT" || exit 2
+args=()
+for arg in "$@"; do
+    [ "$arg" = --preflight-only ] && { echo "preflight passed in $(( $(date +%s) - GPU_CHECKS_T0 )) s (--preflight-only: no check run)"; exit 0; }
+    args+=("$arg")
+done
+exec "$PYTHON" benchmarks/gpu/run_checks.py "$OUT" ${args[@]+"${args[@]}"}

@@ -129,6 +129,13 @@ def run_check(check: Any, args: argparse.Namespace, timeout: float, log_path: Pa
     return result
 
 
+def preflight_findings(path: str | None) -> dict[str, Any] | None:
+    """What ``preflight.py`` found (``run.sh`` runs it first and names its file in ``$GPU_CHECKS_PREFLIGHT``)."""
+    if not path or not Path(path).is_file():
+        return None
+    return json.loads(Path(path).read_text())
+
+
 def markdown(report: dict[str, Any]) -> str:
     env = report["checks"].get("env", {}).get("results", {})
     versions, device = env.get("versions", {}), env.get("device", {})
@@ -155,6 +162,13 @@ def markdown(report: dict[str, Any]) -> str:
         )
     if report.get("wheels"):
         lines.append(f"Carried wheels: {report['wheels']}")
+    preflight = report.get("preflight")
+    if preflight:
+        unmet = "; ".join(preflight.get("unmet", [])) or "none"
+        lines.append(
+            f"Preflight: {preflight.get('status')} in {preflight.get('seconds')} s, "
+            f"{len(preflight.get('imports') or {})} imports; requirements not met: {unmet}."
+        )
     used = report.get("elapsed_s", 0)
     lines += [
         "",
@@ -216,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "wheels": Path(install_log).read_text().strip().replace("\n", "; ")
         if install_log and Path(install_log).is_file()
         else None,
+        "preflight": preflight_findings(os.environ.get("GPU_CHECKS_PREFLIGHT")),
         "checks": {},
     }
     wanted = args.only.split(",") if args.only else [c.name for c in CHECKS]
