@@ -22,15 +22,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
 
-CUDA_CHECKS = (
+CUDA_CHECKS = (  # in the order they run: by value per second, the pytest re-run last
     "exactness",
     "throughput",
-    "qlora",
-    "qlora_test",
     "layouts",
     "chunked_head",
     "dpo_reference",
+    "qlora",
     "lora_vs_full",
+    "qlora_test",
 )
 COMPARISONS = {  # check: its variants, in the order they run
     "layouts": ["padded", "shared_prompt_packed", "packed"],
@@ -77,8 +77,10 @@ def test_rehearsal_writes_the_report_files(quick):
     out, report = quick
     assert sorted(p.name for p in out.iterdir()) == sorted(OUT_FILES)  # at most a few files, no folders
     assert list(report["checks"]) == ["env", *CUDA_CHECKS]
-    for key in ("started", "budget_s", "elapsed_s", "wheels", "checks"):
+    for key in ("started", "budget_s", "elapsed_s", "wheels", "preflight", "checks"):
         assert key in report
+    assert report["preflight"]["status"] == "ok" and "datasets" in report["preflight"]["imports"]
+    assert all(check["expected_s"] > 0 for check in report["checks"].values())
     assert report["elapsed_s"] < report["budget_s"]
 
 
@@ -159,6 +161,22 @@ def test_qlora_check_is_refused_on_cpu_and_rehearsed_with_lora(quick):
     test = quick[1]["checks"]["qlora_test"]["results"]  # tests/test_lora_gpu.py, run by pytest, skips itself
     assert test["returncode"] == 0 and test["pytest"].startswith("1 skipped"), test
     assert test["skipped"] == ["SKIPPED [1] tests/test_lora_gpu.py:20: QLoRA needs a CUDA GPU"]
+
+
+def test_the_plan_fits_one_device_call_and_the_readme_states_it():
+    from checks import BUDGET_S, CHECKS, SETUP_S
+    from run_checks import REPORT_RESERVE_S
+
+    assert [c.name for c in CHECKS] == ["env", *CUDA_CHECKS]
+    assert SETUP_S + sum(c.expected_s for c in CHECKS) + REPORT_RESERVE_S <= BUDGET_S
+    assert all(0 < c.expected_s <= c.timeout_s for c in CHECKS)
+    readme = (ROOT / "benchmarks" / "gpu" / "README.md").read_text()
+    call_limit = 590
+    assert f"timeout_s={call_limit})" in readme and call_limit >= BUDGET_S + 20  # the report and exit fit inside
+    plan = [line for line in readme.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    assert [line.split("|")[2].strip(" `") for line in plan] == [c.name for c in CHECKS]
+    for line, c in zip(plan, CHECKS, strict=True):  # the README's seconds are the registered ones
+        assert [int(line.split("|")[k]) for k in (3, 4)] == [c.expected_s, c.timeout_s], line
 
 
 def test_a_check_past_its_timeout_is_killed_and_reported(tmp_path):

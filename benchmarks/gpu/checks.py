@@ -50,16 +50,22 @@ class Check:
     name: str
     title: str
     timeout_s: int  # the most this check may take on the GPU machine (the runner's budget can cut it shorter)
+    expected_s: int  # what it is expected to take there (the plan's sum stays inside the default budget)
     func: Callable[[Context], None]
     needs_cuda: bool = True  # without CUDA: rehearse on the CPU and report "skipped: no CUDA"
 
 
 CHECKS: list[Check] = []
+# The one device call: ``run.sh`` under ``timeout_s=590``; everything (install, preflight, checks, report) within
+# BUDGET_S counted from run.sh's start. SETUP_S: installing the carried wheels and the preflight's imports.
+BUDGET_S, SETUP_S = 560, 20
 
 
-def check(name: str, title: str, timeout_s: int, needs_cuda: bool = True) -> Callable:
+def check(name: str, title: str, timeout_s: int, expected_s: int, needs_cuda: bool = True) -> Callable:
+    """Register ``func`` as the next check in the order they run (most valuable per second first)."""
+
     def register(func: Callable[[Context], None]) -> Callable[[Context], None]:
-        CHECKS.append(Check(name, title, timeout_s, func, needs_cuda))
+        CHECKS.append(Check(name, title, timeout_s, expected_s, func, needs_cuda))
         return func
 
     return register
@@ -134,7 +140,7 @@ def log(*parts: Any) -> None:
 # ----------------------------------------------------------------------------------------------- env
 
 
-@check("env", "Environment: versions, device, imports, tokenizer", 90, needs_cuda=False)
+@check("env", "Environment: versions, device, imports, tokenizer", 45, 25, needs_cuda=False)
 def environment(ctx: Context) -> None:
     """Versions of everything the checks use, the device and its measured bf16 matmul rate, the project's imports
     (``train.py`` needs hydra, omegaconf and datasets) and the bundled Llama 3 tokenizer (built once, cached)."""
@@ -206,7 +212,7 @@ def _matmul_tflops(n: int = 8192, repeats: int = 10) -> float:
 # ----------------------------------------------------------------------------------------------- a. exactness
 
 
-@check("exactness", "a. Exactness: step-0 loss on the device vs a float64 CPU reference", 150)
+@check("exactness", "a. Exactness: step-0 loss on the device vs a float64 CPU reference", 75, 45)
 def exactness(ctx: Context) -> None:
     """The first training step of the bundled tiny Llama (real Llama 3 vocabulary) on the first validation batch of
     ``data/tiny_prefs``, through ``SimPOModule`` in a Lightning ``Trainer``: its loss and gradients on the device in
@@ -623,11 +629,15 @@ def run_budget(ctx: Context, runs_left: int, cap: float) -> float:
 
 
 THROUGHPUT_RUNS = (("sdpa-ckpt", True), ("sdpa", False))  # name, activation checkpointing; most valuable first
-RUN_CAP_S = 170  # one 1B train.py run: start-up (imports, data, rank-0 init of 1.2B weights) plus 12 steps
+RUN_CAP_S = 85  # one 1B train.py run: start-up (imports, data, rank-0 init of 1.2B weights) plus 12 steps
+RUN_EXPECTED_S = 60
 
 
 @check(
-    "throughput", "b. Throughput: 1B Llama, bf16-mixed, FSDP2 on one GPU, 2 pairs x 2048 tokens, SDPA", 2 * RUN_CAP_S
+    "throughput",
+    "b. Throughput: 1B Llama, bf16-mixed, FSDP2 on one GPU, 2 pairs x 2048 tokens, SDPA",
+    2 * RUN_CAP_S,
+    2 * RUN_EXPECTED_S,
 )
 def throughput(ctx: Context) -> None:
     """Tokens/s, MFU and peak memory of ``python train.py strategy=fsdp`` with activation checkpointing on and off."""
@@ -669,15 +679,24 @@ def throughput(ctx: Context) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- c to g
-# The in-process comparisons (comparisons.py), after check b in the order they run: the most valuable first, so that a
-# short budget drops the last ones. Later issues add their checks here or in comparisons.py.
+# The in-process comparisons (comparisons.py), after check b in the order they run: by value per second, so that a
+# short budget drops the last ones (the pytest re-run of QLoRA first, then LoRA vs full, QLoRA, the reference, ...).
 
 from comparisons import chunked_head, dpo_reference, layouts, lora_vs_full, qlora  # noqa: E402
 
-check("qlora", "d. QLoRA: a tiny pretrained Llama in 4-bit NF4 trains its adapters (bitsandbytes, bf16)", 90)(qlora)
+check("layouts", "e. Batch layouts: 1B Llama, bf16-mixed, 2 pairs x 2048 tokens, padded vs packed layouts", 100, 80)(
+    layouts
+)
+check("chunked_head", "c. The head: chunked (recompute / store) vs full logits, 1B, 2048 tokens", 60, 40)(chunked_head)
+check("dpo_reference", "f. Reference cost: SimPO vs DPO with reference=cached / model, 1B, 2048 tokens", 60, 45)(
+    dpo_reference
+)
+check("qlora", "d. QLoRA: a tiny pretrained Llama in 4-bit NF4 trains its adapters (bitsandbytes, bf16)", 45, 30)(qlora)
+check("lora_vs_full", "g. LoRA vs full fine-tuning: 1B, bf16, 2048 tokens", 50, 35)(lora_vs_full)
 
 
-@check("qlora_test", "d2. The GPU-marked QLoRA test: pytest -m gpu tests/test_lora_gpu.py (train.py, peft=qlora)", 100)
+@check("qlora_test", "d2. The GPU-marked QLoRA test: pytest -m gpu tests/test_lora_gpu.py (train.py, peft=qlora)",
+       75, 60)  # fmt: skip
 def qlora_test(ctx: Context) -> None:
     """``python -m pytest -m gpu tests/test_lora_gpu.py``: ``train.py peft=qlora`` on a tiny pretrained Llama (the
     production path: Hydra config, 4-bit base, adapter-only checkpoint, merged and adapter-only exports). It skips
@@ -708,16 +727,6 @@ def qlora_test(ctx: Context) -> None:
         ctx.finish("pass", f"pytest skipped it as it should without CUDA: {summary}")
     else:
         ctx.finish("error", f"unexpected pytest result: {summary}")
-
-
-check("layouts", "e. Batch layouts: 1B Llama, bf16-mixed, 2 pairs x 2048 tokens, padded vs packed layouts", 150)(
-    layouts
-)
-check("chunked_head", "c. The head: chunked (recompute / store) vs full logits, 1B, 2048 tokens", 100)(chunked_head)
-check("dpo_reference", "f. Reference cost: SimPO vs DPO with reference=cached / model, 1B, 2048 tokens", 110)(
-    dpo_reference
-)
-check("lora_vs_full", "g. LoRA vs full fine-tuning: 1B, bf16, 2048 tokens", 90)(lora_vs_full)
 
 
 # ----------------------------------------------------------------------------------------------- main
