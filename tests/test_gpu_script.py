@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
 
 CUDA_CHECKS = (  # in the order they run: by value per second, the pytest re-run last
     "exactness",
+    "flex_attention",
     "throughput",
     "layouts",
     "chunked_head",
@@ -117,6 +118,18 @@ def test_exactness_rehearsal_compares_against_float64(quick):
     for name in ("fp32 chunked", "fp32 full logits", "FSDP2 fp32 chunked"):
         assert results[name]["ok"] and results[name]["loss_error"] <= 1e-4, (name, results[name])
     assert results["fp32 chunked vs full"]["loss_error"] <= 1e-5
+
+
+@pytest.mark.slow  # the CPU rehearsal takes about a minute
+def test_flex_attention_check_compares_the_packed_layout_against_the_dense_mask(quick):
+    results = quick[1]["checks"]["flex_attention"]["results"]
+    assert results["kernel"] == "sdpa" and results["pad_to_multiple_of"] == 128  # on the CPU: SDPA on both sides
+    runs = results["runs"]
+    assert [r["batch"] for r in runs] == [0, 1, 2] and {r["mode"] for r in runs} == {"fp32"}
+    assert len({tuple(r["shape"]) for r in runs}) > 1  # several lengths: what makes FlexAttention compile again
+    for run in runs:
+        assert run["shape"][1] % 128 == 0 and run["shape"][0] < 4  # pairs share rows, lengths padded to 128
+        assert run["ok"] and run["loss_error"] == 0 and run["grad_error"] == 0, run  # the same kernel: identical
 
 
 @pytest.mark.slow  # the CPU rehearsal takes about a minute

@@ -131,8 +131,10 @@ def synthetic_data(work: Path, seq: int, n_rows: int) -> Path:
     return data_dir
 
 
-def data_module(size: BenchSize, variant: Variant, data_dir: Path, tokenizer: Any) -> Any:
-    """The ``PreferenceDataModule`` of ``data_dir`` (training split only) in the variant's layout, loaded."""
+def data_module(size: BenchSize, variant: Variant, data_dir: Path, tokenizer: Any, device: str = "cpu") -> Any:
+    """The ``PreferenceDataModule`` of ``data_dir`` (training split only) in the variant's layout, loaded. On CUDA the
+    packed and shared-prompt layouts (FlexAttention) round row lengths up to a multiple of 128, its block size, so
+    that the kernels compile for few lengths (``data.pad_to_multiple_of=128``, as docs/performance.md advises)."""
     from data.datamodule import PreferenceDataModule
 
     module = PreferenceDataModule(
@@ -143,6 +145,7 @@ def data_module(size: BenchSize, variant: Variant, data_dir: Path, tokenizer: An
         max_prompt_length=size.seq // 4,
         batch_size=size.pairs,
         layout=variant.layout,
+        pad_to_multiple_of=128 if device == "cuda" and variant.layout != "padded" else None,
         seed=SEED,
     )
     module.prepare_data()
@@ -226,7 +229,7 @@ def run_variant(size: BenchSize, variant: Variant, data_dir: Path, work: Path, d
     started = time.perf_counter()
     try:
         tokenizer = load_tokenizer("llama3")
-        datamodule = data_module(size, variant, data_dir, tokenizer)
+        datamodule = data_module(size, variant, data_dir, tokenizer, device)
         objective = _objective(variant)
         reference = _reference(size, variant, objective, datamodule, tokenizer, device)
         policy = build_variant_policy(size, variant, tokenizer, device)
