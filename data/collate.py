@@ -105,9 +105,9 @@ class PreferenceCollator:
     Returns (from ``__call__``), with R rows of T tokens, P pairs and M scored tokens:
         ``input_ids``, ``position_ids``, ``attention_mask`` (1 on real tokens) (R, T) long; ``target_index``,
         ``target_ids``, ``target_sequence`` (M,) long; ``num_pairs`` int; ``num_tokens`` int (the pairs' chosen +
-        rejected sequence lengths, the same whatever the layout: the tokens a layout stands for); and, except for
-        ``padded``,
-        ``segment_ids`` and ``branch_ids`` (R, T) long.
+        rejected sequence lengths, the same whatever the layout: the tokens a layout stands for); ``sequence_lengths``
+        list of 2P ints (each chosen sequence's length, then each rejected one's: what the MFU counts); and, except for
+        ``padded``, ``segment_ids`` and ``branch_ids`` (R, T) long.
 
     Raises:
         ValueError: a response without a scored token (its length-normalised log-prob would be 0/0), or, in the
@@ -185,6 +185,7 @@ class PreferenceCollator:
                 f"batch response {row} has no response tokens: such a pair must be dropped before batching "
                 "(its length-normalised log-prob would be 0/0)"
             )
+        lengths = [len(p["chosen_input_ids"]) for p in pairs] + [len(p["rejected_input_ids"]) for p in pairs]
         batch: dict[str, Any] = {
             "input_ids": input_ids,
             "position_ids": position_ids,
@@ -193,7 +194,8 @@ class PreferenceCollator:
             "target_ids": target[:, 1].contiguous(),
             "target_sequence": target[:, 2].contiguous(),
             "num_pairs": len(pairs),
-            "num_tokens": sum(len(p["chosen_input_ids"]) + len(p["rejected_input_ids"]) for p in pairs),
+            "num_tokens": sum(lengths),
+            "sequence_lengths": lengths,
         }
         if self.layout != "padded":
             batch["segment_ids"], batch["branch_ids"] = segment_ids, branch_ids

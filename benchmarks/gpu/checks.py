@@ -39,7 +39,9 @@ LOSS_TOL_BF16 = 1e-2  # bf16-mixed against float64 (the issue's bound)
 GRAD_TOL_FP32 = 1e-3  # fp32 gradients against float64 (ours: float32 lands far under it)
 CHUNKED_TOL = 1e-5  # chunked head against full logits, both fp32 on the device: loss
 CHUNKED_GRAD_TOL = 1e-4  # and gradients
-MFU_GOAL, MFU_PROFILE_BELOW = 0.45, 0.35  # check b: the goal, and under what a profile goes into the report
+# Check b: the MFU goal and under what a profile goes into the report, both judged on ``train/mfu`` (the model FLOPs
+# the objective needs, callbacks/throughput.py); PaLM's convention is reported beside it.
+MFU_GOAL, MFU_PROFILE_BELOW = 0.45, 0.35
 
 
 # ----------------------------------------------------------------------------------------------- registry
@@ -416,14 +418,6 @@ def train_setting(ctx: Context) -> TrainSetting:
     return TrainSetting("tiny", 128, 2, 4, 1, 1, "32-true")
 
 
-def flops_per_token(n_params: int, layers: int, heads: int, head_dim: int, seq: int) -> float:
-    """Model FLOPs per trained token: ``6 N`` (forward and backward through every weight; a tied embedding is
-    counted once, as the output projection, its lookup being free) plus attention's score and value products,
-    ``12 x layers x heads x head_dim x seq`` (forward 4 L d T, backward twice that; the full T x T square, as in
-    PaLM's MFU, not halved for the causal mask). Activation recomputation is not counted (model FLOPs)."""
-    return 6 * n_params + 12 * layers * heads * head_dim * seq
-
-
 def training_data(ctx: Context, setting: TrainSetting) -> Path:
     """Synthetic preference rows (``simpo_vs_trl.synthesise_rows``: prompts about a quarter, responses about three
     quarters of ``seq`` tokens) for every step of the runs, written once per length and shared with the comparisons."""
@@ -586,25 +580,17 @@ def summarise_steps(run_dir: Path, setting: TrainSetting, launched: float) -> di
     out.update(
         tokens_per_sec=tokens_per_sec,
         step_s=median("step_s"),
-        mfu_6n=median("train/mfu"),
+        mfu=median("train/mfu"),  # the model FLOPs the objective needs (callbacks/throughput.py)
+        mfu_palm=median("train/mfu_palm"),  # PaLM's convention, for published numbers
         peak_memory_gb=max((r.get("train/peak_memory_mb") or 0) for r in steps) / 1024,
         peak_reserved_gb=max((r.get("max_memory_reserved_mb") or 0) for r in steps) / 1024 or None,
         loss_first=steps[0].get("train/loss"),
         loss_last=steps[-1].get("train/loss"),
     )
-    if start.get("device_name") and tokens_per_sec and start.get("n_params"):
+    if start.get("device_name"):
         from callbacks.throughput import peak_flops
 
-        peak = peak_flops(start["device_name"])
-        head_dim = start.get("head_dim") or start["hidden_size"] // start["num_attention_heads"]
-        per_token = flops_per_token(
-            start["n_params"], start["num_hidden_layers"], start["num_attention_heads"], head_dim, setting.seq
-        )
-        out.update(
-            flops_per_token=per_token,
-            peak_tflops=(peak or 0) / 1e12,
-            mfu=tokens_per_sec * per_token / peak if peak else None,
-        )
+        out["peak_tflops"] = (peak_flops(start["device_name"]) or 0) / 1e12
     profile = run_dir / "profile.md"
     if profile.is_file():
         out["profile"] = profile.read_text()
@@ -613,7 +599,7 @@ def summarise_steps(run_dir: Path, setting: TrainSetting, launched: float) -> di
 
 def run_table(runs: list[dict[str, Any]]) -> str:
     lines = [
-        "| run | activation ckpt | head | tokens/s | s/step | MFU (6N + attn) | MFU (callback, 6N) | "
+        "| run | activation ckpt | head | tokens/s | s/step | MFU (needed) | MFU (PaLM) | "
         "peak alloc GB | peak reserved GB | startup s | status |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -626,7 +612,7 @@ def run_table(runs: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['name']} | {'on' if r.get('checkpointing') else 'off'} | {head} | "
             f"{fmt(r.get('tokens_per_sec'), '.0f')} | {fmt(r.get('step_s'), '.3f')} | {fmt(r.get('mfu'), '.1%')} | "
-            f"{fmt(r.get('mfu_6n'), '.1%')} | {fmt(r.get('peak_memory_gb'), '.2f')} | "
+            f"{fmt(r.get('mfu_palm'), '.1%')} | {fmt(r.get('peak_memory_gb'), '.2f')} | "
             f"{fmt(r.get('peak_reserved_gb'), '.2f')} | {fmt(r.get('startup_s'), '.0f')} | {r.get('status')} |"
         )
     return "\n".join(lines)
@@ -677,7 +663,7 @@ def throughput(ctx: Context) -> None:
     if profiles:
         ctx.table("profiles", "\n\n".join(profiles))
     best = max((r.get("mfu") or 0 for r in runs), default=0)
-    listed = ", ".join(f"{r['name']} {r.get('mfu') or 0:.1%}" for r in runs)
+    listed = ", ".join(f"{r['name']} {r.get('mfu') or 0:.1%} (PaLM's {r.get('mfu_palm') or 0:.1%})" for r in runs)
     ctx.judge(
         failures,
         f"MFU {listed} (goal {MFU_GOAL:.0%}); best {best:.1%}"

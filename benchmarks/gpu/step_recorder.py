@@ -20,7 +20,7 @@ from typing import Any
 import lightning as L
 import torch
 
-KEYS = ("train/tokens_per_sec", "train/mfu", "train/peak_memory_mb", "train/loss", "train/grad_norm")
+KEYS = ("train/tokens_per_sec", "train/mfu", "train/mfu_palm", "train/peak_memory_mb", "train/loss", "train/grad_norm")
 
 
 def _device_time(event: Any, self_only: bool) -> float:
