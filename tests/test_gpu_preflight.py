@@ -130,3 +130,23 @@ def test_top_level_modules_from_top_level_txt_or_record(tmp_path, top_level):
         assert top_level_modules("simpo_probe_tl") == ["simpo_probe_tl"]
     finally:
         sys.path.remove(str(tmp_path / "site"))
+
+
+def test_no_script_of_the_gpu_folder_shadows_a_package():
+    """``python benchmarks/gpu/X.py`` puts that folder first on ``sys.path``: a script named like a package that the
+    stack imports would replace it (``kernels.py`` did: bitsandbytes and transformers import Hugging Face's
+    ``kernels`` when it is there). Names installed here, and those the GPU image's stack imports optionally."""
+    import importlib.util
+
+    folder = ROOT / "benchmarks" / "gpu"
+    optional = {"kernels", "flash_attn", "bitsandbytes", "triton", "apex", "xformers", "deepspeed", "vllm"}
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != folder]
+    try:
+        for script in folder.glob("*.py"):
+            name = script.stem
+            spec = importlib.util.find_spec(name) if name not in sys.modules else sys.modules[name].__spec__
+            assert name not in optional, name
+            assert spec is None or Path(spec.origin or "").resolve().parent == folder, (name, spec)
+    finally:
+        sys.path[:] = saved

@@ -389,7 +389,7 @@ def exactness(ctx: Context) -> None:
 # ----------------------------------------------------------------------------------------------- FlexAttention
 # Seconds on a micro Llama before the 1B runs, so that a kernel bug is told apart from a slow compile or a timeout.
 
-from kernels import flex_attention  # noqa: E402
+from flex_check import flex_attention  # noqa: E402
 
 check("flex_attention", "FlexAttention: forward and backward of shared_prompt_packed on a micro Llama vs SDPA's mask",
       90, 50)(flex_attention)  # fmt: skip
