@@ -7,6 +7,7 @@ every knob.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from simpo.models.adapters import apply_adapters, check_adapter_settings, quanti
 from simpo.models.policy import build_policy, tokenizer_source, warn_low_precision_weights
 from simpo.models.pretrained_source import check_pretrained_source, check_tokenizer_files
 from simpo.reference.build import build_reference, check_reference_config, install_reference_collator, policy_identity
+from simpo.runs.lock import RunDirInUseError, RunDirLock
 from simpo.runs.resume import (
     CheckpointInfo,
     changed_settings,
@@ -273,9 +275,15 @@ def execute(run: PreparedRun) -> dict[str, float]:
     return metrics
 
 
+def owner_lock(cfg: DictConfig) -> RunDirLock:
+    """The run directory's lock, taken by the process that writes it (global rank 0) before anything is written."""
+    return RunDirLock(Path(cfg.run_dir), is_writer=rank_zero_only.rank == 0)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Run one training job described by ``cfg``; returns the final callback metrics as floats."""
-    return execute(prepare(cfg))
+    """Run one training job described by ``cfg`` (holding its run directory); returns the final metrics as floats."""
+    with owner_lock(cfg):
+        return execute(prepare(cfg))
 
 
 def run_and_record(cfg: DictConfig, multirun: bool = False) -> float | None:
@@ -287,15 +295,24 @@ def run_and_record(cfg: DictConfig, multirun: bool = False) -> float | None:
     A signal (SIGINT, SIGTERM, SIGUSR1) checkpoints at the next optimizer step and exits with 128 + its number.
     """
     run_dir = Path(cfg.run_dir)
-    try:
-        run = prepare(cfg)
-    except Exception as error:
-        if not multirun:
-            raise
-        if not earlier_contents(run_dir):  # the sweep's own new directory: record the failure there
-            write_status(run_dir, "failed", error=f"{type(error).__name__}: {error}")
-        log.exception("run failed its checks; the sweep continues")
-        return float("nan")
+    with contextlib.ExitStack() as owned:
+        try:
+            owned.enter_context(owner_lock(cfg))
+            run = prepare(cfg)
+        except Exception as error:
+            if not multirun:
+                raise
+            # the sweep's own new directory: record the failure there (never in one another process owns)
+            if not isinstance(error, RunDirInUseError) and not earlier_contents(run_dir):
+                write_status(run_dir, "failed", error=f"{type(error).__name__}: {error}")
+            log.exception("run failed its checks; the sweep continues")
+            return float("nan")
+        return _execute_and_record(run, multirun)
+
+
+def _execute_and_record(run: PreparedRun, multirun: bool) -> float | None:
+    """``execute`` and the status it ends in (see ``run_and_record``)."""
+    cfg, run_dir = run.cfg, run.plan.run_dir
     try:
         metrics = execute(run)
     except RunInterrupted as stop:

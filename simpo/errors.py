@@ -18,3 +18,7 @@ class CheckpointError(UserError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file or directory named by a config key does not exist (still a ``FileNotFoundError`` for callers)."""
+
+
+class RunDirError(UserError):
+    """The run directory cannot be used as asked; the message says what to change."""

@@ -286,6 +286,13 @@ def remove_stale_temporaries(directory: Path, name: str | None = None) -> None:
         fsync_directory(directory)
 
 
+def target_name(name: str) -> str:
+    """The name of the target a temporary of this module stands for (``.hf.tmp-<host>-<pid>-<hex>`` -> ``hf``), or
+    ``name`` itself for any other entry."""
+    found = _TEMPORARY.match(name)
+    return found["name"] if found else name
+
+
 def temporary_for(path: Path, directory: bool = False) -> Path:
     """A new temporary beside ``path`` (an empty directory when ``directory``), after removing stale ones."""
     path.parent.mkdir(parents=True, exist_ok=True)

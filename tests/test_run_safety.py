@@ -151,12 +151,36 @@ def test_a_fresh_start_in_a_finished_run_directory_is_refused(two_step_run, tmp_
     assert snapshot(run_dir) == before
 
 
-def test_overwrite_replaces_the_earlier_run(two_step_run, tmp_path):
+def test_overwrite_replaces_the_earlier_run_and_only_its_own_files(two_step_run, tmp_path):
     run_dir = copy_run(two_step_run, tmp_path / "run")
-    (run_dir / "notes.txt").write_text("from the earlier run")
+    (run_dir / "notes.txt").write_text("not written by train.py")
+    (run_dir / "another_run").mkdir()
+    (run_dir / "another_run" / "status.json").write_text("{}")
+    old_checkpoint = (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns
     run_and_record(compose_train(run_dir, [*SHORT, "overwrite=true"]))
-    assert not (run_dir / "notes.txt").exists()
+    assert (run_dir / "notes.txt").read_text() == "not written by train.py"
+    assert (run_dir / "another_run" / "status.json").read_text() == "{}"
+    assert (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns != old_checkpoint
     assert [a["status"] for a in status(run_dir)["attempts"]] == ["completed"]
+
+
+def test_foreign_files_alone_are_no_run_and_stay(tmp_path):
+    (tmp_path / "slurm-123.out").write_text("the scheduler's log")
+    run_and_record(compose_train(tmp_path, SHORT))
+    assert (tmp_path / "slurm-123.out").read_text() == "the scheduler's log"
+    assert status(tmp_path)["status"] == "completed"
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_run_files_that_no_run_left_are_in_the_way_even_with_overwrite(tmp_path, overwrite):
+    (tmp_path / "metrics.csv").write_text("someone's numbers")
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "thesis.tex").write_text("not a run")
+    before = snapshot(tmp_path)
+    with pytest.raises(RunDirError, match=r"holds hf, metrics.csv, which train.py writes.*no checkpoints, config.yaml,"
+                                          r" status.json.*not removed, even with overwrite=true"):  # fmt: skip
+        run_and_record(compose_train(tmp_path, [*SHORT, f"overwrite={str(overwrite).lower()}"]))
+    assert snapshot(tmp_path) == before
 
 
 def test_a_bad_value_on_resume_changes_nothing(two_step_run, tmp_path):
@@ -319,8 +343,8 @@ def test_more_bad_settings_are_named(tmp_path, override, match):
 
 def test_auto_never_clears_a_directory_that_holds_no_run(tmp_path):
     (tmp_path / "thesis.tex").write_text("not a run")
-    with pytest.raises(RunDirError, match=r"already holds a run"):
-        prepare(compose_train(tmp_path, [*SHORT, "ckpt_path=auto"]))
+    run = prepare(compose_train(tmp_path, [*SHORT, "ckpt_path=auto"]))
+    assert run.plan.ckpt_path is None and run.plan.cleared == ()  # a fresh start beside the foreign file
     assert (tmp_path / "thesis.tex").read_text() == "not a run"
 
 

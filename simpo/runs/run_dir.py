@@ -1,4 +1,5 @@
-"""The run directory: start fresh only in an empty one, resume in place, never overwrite a run by accident."""
+"""The run directory: start fresh only where no run is, resume in place, never overwrite a run by accident, and never
+remove a file that the project did not write."""
 
 from __future__ import annotations
 
@@ -7,18 +8,22 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from simpo.errors import MissingFileError, UserError
-from simpo.io import remove_stale_temporaries
+from simpo.errors import MissingFileError, RunDirError
+from simpo.io import remove_stale_temporaries, target_name
+from simpo.runs.lock import LOCK_FILE
 from simpo.runs.run_status import read_status
+
+__all__ = ["RunDirError", "RunPlan", "apply", "earlier_contents", "plan_run_dir"]
 
 log = logging.getLogger(__name__)
 
-# Written by Hydra for the current command before train.py runs: not a sign of an earlier run.
-HYDRA_FILES = frozenset({".hydra", "train.log"})
-
-
-class RunDirError(UserError):
-    """The run directory cannot be used as asked; the message says what to change."""
+# Written by Hydra for the current command before train.py runs, and the owner's lock: not a sign of an earlier run.
+HYDRA_FILES = frozenset({".hydra", "train.log", LOCK_FILE})
+# A run of this project was here: the first files train.py writes (before its first step) and its checkpoints.
+MARKERS = frozenset({"status.json", "config.yaml", "checkpoints"})
+# Everything train.py writes into its run directory with the shipped config: the run's own files. Anything else there
+# (a scheduler's log, someone's notes) is foreign: never removed, and no sign of a run.
+RUN_FILES = MARKERS | {"hf", "metrics.csv", "hparams.yaml", "data_report.json", "tensorboard", "wandb", "wandb_run_id"}
 
 
 @dataclass(frozen=True)
@@ -28,8 +33,8 @@ class RunPlan:
     Attributes:
         run_dir: the directory.
         ckpt_path: the checkpoint to resume from (a file, or a directory for sharded checkpoints), or ``None``.
-        cleared: earlier contents removed before starting (``overwrite=true``, or ``ckpt_path=auto`` replacing an
-            attempt that never saved a checkpoint).
+        cleared: the earlier run's own files removed before starting (``overwrite=true``, or ``ckpt_path=auto``
+            replacing an attempt that never saved a checkpoint); foreign files are never in it.
     """
 
     run_dir: Path
@@ -57,10 +62,16 @@ def _resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
 
 
 def earlier_contents(run_dir: Path) -> list[str]:
-    """Names of the entries of ``run_dir`` that an earlier run left (Hydra's files for this command excluded)."""
+    """Names of the entries of ``run_dir`` that an earlier run or someone else left (Hydra's files for this command
+    and the lock excluded)."""
     if not run_dir.is_dir():
         return []
     return sorted(p.name for p in run_dir.iterdir() if p.name not in HYDRA_FILES)
+
+
+def own_files(names: list[str]) -> list[str]:
+    """Those of ``names`` that train.py writes (``RUN_FILES``, and the temporaries of their atomic writes)."""
+    return [name for name in names if target_name(name) in RUN_FILES]
 
 
 def plan_run_dir(run_dir: Path, ckpt_path: str | None, overwrite: bool = False, is_writer: bool = True) -> RunPlan:
@@ -68,10 +79,13 @@ def plan_run_dir(run_dir: Path, ckpt_path: str | None, overwrite: bool = False, 
     ``checkpoints/last.ckpt`` that a killed run left half-swapped is finished or undone first (on file systems without
     an atomic exchange, ``simpo.io.remove_stale_temporaries``), so that ``ckpt_path=last`` finds the checkpoint.
 
+    The directory holds a run when one of ``MARKERS`` is there. Only the run's own files (``RUN_FILES``) are ever
+    removed; foreign files (a scheduler's log, notes) neither count as a run nor are touched.
+
     Args:
         run_dir: the run directory (``hydra.run.dir``).
         ckpt_path: the ``ckpt_path`` key: ``None``, ``last``, ``auto`` or a checkpoint path.
-        overwrite: the ``overwrite`` key: replace an earlier run in ``run_dir``.
+        overwrite: the ``overwrite`` key: replace an earlier run in ``run_dir`` (its own files only).
         is_writer: this process writes the run directory (global rank 0). The others neither check its contents
             (rank 0 may already have written into it) nor clear anything.
 
@@ -79,37 +93,49 @@ def plan_run_dir(run_dir: Path, ckpt_path: str | None, overwrite: bool = False, 
     is started again (its files are cleared); ``ckpt_path=auto`` behaves the same way.
 
     Raises:
-        RunDirError: a fresh start in a directory that holds an earlier run, without ``overwrite=true``; a
-            checkpoint of another run continued in a directory that holds a run.
+        RunDirError: a fresh start in a directory that holds an earlier run, without ``overwrite=true``; files that
+            train.py would write but no run of this project left (with or without ``overwrite``); a checkpoint of
+            another run continued in a directory that holds a run.
         FileNotFoundError: ``ckpt_path`` names a checkpoint that does not exist.
     """
     if is_writer and ckpt_path in ("last", "auto"):
         remove_stale_temporaries(run_dir / "checkpoints", "last.ckpt")
     resolved = _resolve_checkpoint(ckpt_path, run_dir)
     found = earlier_contents(run_dir) if is_writer else []
+    own = own_files(found)
+    holds_run = any(name in MARKERS for name in found)
+    foreign = sorted(set(found) - set(own))
+    if foreign:
+        log.info("%s holds files that are not this project's, which are left as they are: %s", run_dir, _shown(foreign))
     if resolved is not None:
         if overwrite:
             raise RunDirError(f"overwrite=true and ckpt_path={ckpt_path} contradict each other: set only one of them")
-        own = Path(resolved).resolve().is_relative_to((run_dir / "checkpoints").resolve())
-        if found and not own:
+        mine = Path(resolved).resolve().is_relative_to((run_dir / "checkpoints").resolve())
+        if holds_run and not mine:
             raise RunDirError(
                 f"ckpt_path={ckpt_path} belongs to another run, and the run directory {run_dir} already holds a run "
-                f"({_shown(found)}): continuing there would overwrite it. Pick a new directory (hydra.run.dir=..., or "
+                f"({_shown(own)}): continuing there would overwrite it. Pick a new directory (hydra.run.dir=..., or "
                 "hydra.sweep.dir in a sweep)"
             )
         return RunPlan(run_dir, resolved)
-    if not found:
+    if not own:
         return RunPlan(run_dir, None)
+    if not holds_run:
+        raise RunDirError(
+            f"the run directory {run_dir} holds {_shown(own)}, which train.py writes, but no run of this project left "
+            f"them (no {', '.join(sorted(MARKERS))}): they are not removed, even with overwrite=true. Move them away "
+            "or pick a new directory (hydra.run.dir=..., or hydra.sweep.dir in a sweep)"
+        )
     if overwrite:
-        return RunPlan(run_dir, None, tuple(found))
+        return RunPlan(run_dir, None, tuple(own))
     status = (read_status(run_dir) or {}).get("status")
     if status in ("failed", "interrupted", "running") and not _has_checkpoints(run_dir):
         # an earlier attempt that saved nothing to resume (e.g. stopped before its first checkpoint): start again
-        return RunPlan(run_dir, None, tuple(found))
+        return RunPlan(run_dir, None, tuple(own))
     raise RunDirError(
-        f"the run directory {run_dir} already holds a run ({_shown(found)}; status: {status or 'unknown'}): resume it "
+        f"the run directory {run_dir} already holds a run ({_shown(own)}; status: {status or 'unknown'}): resume it "
         "with ckpt_path=last, pick a new directory (hydra.run.dir=..., or hydra.sweep.dir in a sweep), or replace it "
-        "with overwrite=true"
+        "with overwrite=true (which removes the run's own files only)"
     )
 
 
