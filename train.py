@@ -21,6 +21,7 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from callbacks.final_checkpoint import FinalCheckpoint
 from callbacks.preemption import RunInterrupted
 from callbacks.trainable_checkpoint import TrainableOnlyCheckpoint
 from data.tokenizers import BUNDLED, load_tokenizer
@@ -41,6 +42,7 @@ from simpo.models.policy import build_policy, tokenizer_source, warn_low_precisi
 from simpo.models.pretrained_source import check_pretrained_source, check_tokenizer_files
 from simpo.reference.build import build_reference, check_reference_config, install_reference_collator, policy_identity
 from simpo.runs.lock import RunDirInUseError, RunDirLock
+from simpo.runs.outputs import check_output_directory
 from simpo.runs.resume import (
     CheckpointInfo,
     changed_settings,
@@ -188,6 +190,9 @@ def prepare(cfg: DictConfig) -> PreparedRun:
     check_train_config(cfg)
     run_dir = Path(cfg.run_dir)
     plan = plan_run_dir(run_dir, cfg.ckpt_path, bool(cfg.get("overwrite", False)), is_writer=rank_zero_only.rank == 0)
+    export = (cfg.get("callbacks") or {}).get("hf_export")
+    if export is not None and rank_zero_only.rank == 0:  # written at the very end: found unwritable before training
+        check_output_directory(export.dirpath, "callbacks.hf_export.dirpath")
     resume = read_checkpoint(plan.ckpt_path) if plan.ckpt_path else None
     changed: dict[str, dict[str, Any]] = {}
     if resume is not None:
@@ -216,6 +221,7 @@ def prepare(cfg: DictConfig) -> PreparedRun:
     datamodule.load("fit")
     module = build_module(cfg, tokenizer, datamodule)
     callbacks = [build(c, key="callbacks") for c in cfg.callbacks.values() if c is not None] if cfg.callbacks else []
+    callbacks.insert(0, FinalCheckpoint())  # the last step is on disk before the export (or anything) can fail
     if cfg.get("peft"):  # checkpoints hold the adapters alone; a resume keeps the rebuilt frozen base
         callbacks.append(TrainableOnlyCheckpoint())
         module.strict_loading = False

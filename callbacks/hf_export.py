@@ -9,6 +9,7 @@ import lightning as L
 from lightning.pytorch.strategies import ModelParallelStrategy
 
 from simpo.core.finite import describe_nonfinite, nonfinite_tensors
+from simpo.errors import ExportError
 from simpo.io import atomic_directory
 from simpo.models.adapters import is_adapted, save_export
 from simpo.training.fsdp import gather_full_state_dict
@@ -26,7 +27,9 @@ class HFExport(L.Callback):
     the previous complete export or the new complete one. The
     result loads with ``AutoModelForCausalLM.from_pretrained``; a policy with adapters exports the merged model, or
     with ``peft.export=adapter`` the adapter alone (loads with peft onto its base). Weights holding NaN/inf are
-    never exported (``NonFiniteError``), and a run none of whose steps was applied exports nothing.
+    never exported (``NonFiniteError``), and a run none of whose steps was applied exports nothing. A directory that
+    cannot be written stops the run with ``ExportError`` naming ``dirpath`` (``train.py`` checks it before training,
+    and checkpoints the last step before the export: ``callbacks.final_checkpoint``).
 
     Args:
         dirpath: target directory (``<run dir>/hf`` in the default configuration).
@@ -54,16 +57,30 @@ class HFExport(L.Callback):
             )
         sharded = isinstance(trainer.strategy, ModelParallelStrategy)
         state_dict = gather_full_state_dict(pl_module.policy) if sharded else None
+        failure: OSError | None = None
         if trainer.is_global_zero:
-            with atomic_directory(self.dirpath) as tmp:
-                if is_adapted(pl_module.policy):
-                    peft = (pl_module.hparams.get("config") or {}).get("peft") or {}
-                    save_export(pl_module.policy, tmp, state_dict, peft.get("export", "merged"), self.max_shard_size)
-                else:
-                    pl_module.policy.save_pretrained(
-                        tmp, state_dict=state_dict, safe_serialization=True, max_shard_size=self.max_shard_size
-                    )
-                if pl_module.tokenizer is not None:
-                    pl_module.tokenizer.save_pretrained(tmp)
+            try:
+                self._write(pl_module, state_dict)
+            except OSError as error:  # unwritable, full disk, ...: the temporary is gone, the previous export stays
+                failure = error
+        if trainer.strategy.reduce_boolean_decision(failure is not None, all=False):  # every rank stops, none waits
+            reason = f"{failure.strerror or failure}" if failure is not None else "it failed on rank 0"
+            raise ExportError(
+                f"callbacks.hf_export.dirpath={self.dirpath}: the export could not be written ({reason}); the training "
+                f"is saved in the last checkpoint of step {trainer.global_step}"
+            ) from failure
+        if trainer.is_global_zero:
             log.info("exported the policy in Hugging Face format to %s", self.dirpath)
         trainer.strategy.barrier("hf_export")
+
+    def _write(self, pl_module: L.LightningModule, state_dict: dict | None) -> None:
+        with atomic_directory(self.dirpath) as tmp:
+            if is_adapted(pl_module.policy):
+                peft = (pl_module.hparams.get("config") or {}).get("peft") or {}
+                save_export(pl_module.policy, tmp, state_dict, peft.get("export", "merged"), self.max_shard_size)
+            else:
+                pl_module.policy.save_pretrained(
+                    tmp, state_dict=state_dict, safe_serialization=True, max_shard_size=self.max_shard_size
+                )
+            if pl_module.tokenizer is not None:
+                pl_module.tokenizer.save_pretrained(tmp)

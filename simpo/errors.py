@@ -22,3 +22,7 @@ class MissingFileError(UserError, FileNotFoundError):
 
 class RunDirError(UserError):
     """The run directory cannot be used as asked; the message says what to change."""
+
+
+class ExportError(UserError):
+    """The trained policy could not be written where ``callbacks.hf_export.dirpath`` says; the training is saved."""

@@ -52,11 +52,12 @@ def _resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
         return str(last) if last.exists() else None
     path = last if ckpt_path == "last" else Path(ckpt_path).expanduser()
     if not path.exists():  # a file, or a directory for sharded (FSDP) checkpoints
-        hint = (
-            f" (set hydra.run.dir to the directory of the run to resume; {run_dir} has no checkpoints/last.ckpt)"
-            if ckpt_path == "last"
-            else ""
-        )
+        hint = ""
+        if ckpt_path == "last" and (run_dir / "status.json").is_file():
+            hint = (f" (the run in {run_dir} never saved a checkpoint: start it again with ckpt_path=auto, or without "
+                    "ckpt_path)")  # fmt: skip
+        elif ckpt_path == "last":
+            hint = f" (set hydra.run.dir to the directory of the run to resume; {run_dir} has no checkpoints/last.ckpt)"
         raise MissingFileError(f"ckpt_path={ckpt_path}: no checkpoint at {path}{hint}")
     return str(path)
 
@@ -144,8 +145,10 @@ def _shown(names: list[str]) -> str:
 
 
 def _has_checkpoints(run_dir: Path) -> bool:
+    """Whether ``checkpoints/`` holds something to resume from: a whole checkpoint file or a sharded checkpoint's
+    directory, not the temporary of a save that was killed (the next start removes it)."""
     directory = run_dir / "checkpoints"
-    return directory.is_dir() and any(directory.iterdir())
+    return directory.is_dir() and any(target_name(p.name) == p.name for p in directory.iterdir())
 
 
 def apply(plan: RunPlan) -> None:

@@ -29,16 +29,19 @@ def command(run_dir: Path, *overrides: str) -> list[str]:
     return [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *QUICK, *overrides]
 
 
-def run(run_dir: Path, *overrides: str) -> None:
-    out = subprocess.run(command(run_dir, *overrides), cwd=run_dir.parent, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+def run(run_dir: Path, *overrides: str, code: int = 0, env: dict | None = None) -> str:
+    out = subprocess.run(command(run_dir, *overrides), cwd=run_dir.parent, capture_output=True, text=True, timeout=600,
+                         env=env)  # fmt: skip
+    assert out.returncode == code, (out.stdout + out.stderr)[-3000:]
+    return out.stdout + out.stderr
 
 
-def kill_when(run_dir: Path, overrides: list[str], appears: str, after: str | None = None) -> Path:
+def kill_when(run_dir: Path, overrides: list[str], appears: str, after: str | None = None, env: dict | None = None
+              ) -> Path:  # fmt: skip
     """Start ``train.py``, wait until ``after`` exists (if given) and a temporary named ``.<appears>.tmp-*`` appears in
     ``run_dir`` (or its ``checkpoints/``), SIGKILL it at once; returns the temporary."""
     process = subprocess.Popen(command(run_dir, *overrides), cwd=run_dir.parent, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
+                               stderr=subprocess.DEVNULL, env=env)  # fmt: skip
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline and process.poll() is None:
@@ -88,3 +91,20 @@ def test_kill_during_the_export_keeps_the_previous_export(tmp_path):
     run(run_dir, "ckpt_path=last", "trainer.max_steps=6")
     assert digest(run_dir / "hf") != before and (run_dir / "hf" / "model.safetensors").is_file()
     assert temporaries(run_dir) == []
+
+
+def test_a_run_killed_in_its_first_save_is_no_dead_end(tmp_path):
+    """Killed while writing its first checkpoint, a run has nothing to resume: ``ckpt_path=last`` says so and how to
+    start again, and the requeued command (``ckpt_path=auto``, or none) starts it again. Nothing is written to the
+    system's temporary directory."""
+    run_dir, system_tmp = tmp_path / "run", tmp_path / "system_tmp"
+    system_tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(system_tmp)}
+    every = ["trainer.max_steps=4", "callbacks.model_checkpoint.every_n_train_steps=2"]
+    tmp = kill_when(run_dir, every, appears="last.ckpt", env=env)
+    assert tmp.exists() and not (run_dir / "checkpoints" / "last.ckpt").exists(), "not the middle of the first save"
+    text = run(run_dir, "ckpt_path=last", *every, code=1, env=env)
+    assert "never saved a checkpoint: start it again with ckpt_path=auto, or without ckpt_path" in text, text[-3000:]
+    run(run_dir, "ckpt_path=auto", *every, env=env)
+    assert read_torch_file(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4
+    assert temporaries(run_dir) == [] and list(system_tmp.iterdir()) == []
