@@ -47,6 +47,7 @@ from simpo.runs.resume import (
     CheckpointInfo,
     changed_settings,
     check_progress_left,
+    check_resume_matches,
     check_same_data_order,
     check_strategy,
     read_checkpoint,
@@ -220,6 +221,9 @@ def prepare(cfg: DictConfig) -> PreparedRun:
     datamodule.prepare_data()  # load, tokenise and check the data now: a bad file must not touch the run directory
     datamodule.load("fit")
     module = build_module(cfg, tokenizer, datamodule)
+    if resume is not None:  # before anything is written: the checkpoint's weights must fit this policy
+        shapes = {name: tuple(value.shape) for name, value in module.state_dict().items()}
+        check_resume_matches(resume, OmegaConf.to_container(cfg, resolve=True), shapes)
     callbacks = [build(c, key="callbacks") for c in cfg.callbacks.values() if c is not None] if cfg.callbacks else []
     callbacks.insert(0, FinalCheckpoint())  # the last step is on disk before the export (or anything) can fail
     if cfg.get("peft"):  # checkpoints hold the adapters alone; a resume keeps the rebuilt frozen base

@@ -164,6 +164,16 @@ def test_overwrite_replaces_the_earlier_run_and_only_its_own_files(two_step_run,
     assert [a["status"] for a in status(run_dir)["attempts"]] == ["completed"]
 
 
+def test_a_resume_with_adapters_a_full_checkpoint_never_had_is_refused_by_key(two_step_run, tmp_path):
+    run_dir = copy_run(two_step_run, tmp_path / "run")
+    before = snapshot(run_dir)
+    with pytest.raises(CheckpointError, match=r"trained with another model than this config builds: peft: no "
+                                              r"adapters in the checkpoint, peft=lora here; 21 weight\(s\) that this "
+                                              r"run's policy lacks \(policy\.lm_head\.weight"):  # fmt: skip
+        run_and_record(compose_train(run_dir, [*SHORT, "ckpt_path=last", "trainer.max_steps=3", "peft=lora"]))
+    assert snapshot(run_dir) == before
+
+
 def test_foreign_files_alone_are_no_run_and_stay(tmp_path):
     (tmp_path / "slurm-123.out").write_text("the scheduler's log")
     run_and_record(compose_train(tmp_path, SHORT))

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from simpo.errors import CheckpointError
 from simpo.io import read_torch_file
 
@@ -64,6 +66,9 @@ class CheckpointInfo:
         epoch_exhausted: the last epoch ran out of batches (``False`` when it stopped early, e.g. at ``max_steps``).
         config: the run's resolved training config (``None`` for checkpoints of other programs).
         loader: the training loader's saved position (``epoch``, ``batches_done``, ``seed``, ``global_batch_rows``).
+        shapes: the shape of every weight the checkpoint holds (``state_dict`` names), ``None`` where they cannot be
+            read without loading them (a sharded checkpoint).
+        trainable_only: the checkpoint holds only the trainable weights (adapters), not the frozen base.
     """
 
     path: Path
@@ -72,6 +77,8 @@ class CheckpointInfo:
     epoch_exhausted: bool
     config: dict[str, Any] | None = field(default=None, repr=False)
     loader: dict[str, int] = field(default_factory=dict)
+    shapes: dict[str, tuple[int, ...]] | None = field(default=None, repr=False)
+    trainable_only: bool = False
 
 
 def _siblings(path: Path) -> list[str]:
@@ -108,7 +115,12 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> CheckpointInfo:
     exhausted = bool(fit_loop.get("epoch_loop.batch_progress", {}).get("is_last_batch", True))
     config = current_targets((meta.get("hyper_parameters") or {}).get("config"))
     loader = (meta.get("PreferenceDataModule") or {}).get("train_loader") or {}
-    return CheckpointInfo(path, step, completed, exhausted, config, dict(loader))
+    weights = meta.get("state_dict")
+    shapes = None
+    if isinstance(weights, dict) and weights and all(isinstance(v, torch.Tensor) for v in weights.values()):
+        shapes = {name: tuple(value.shape) for name, value in weights.items()}
+    trainable_only = bool(meta.get("trainable_only", False))
+    return CheckpointInfo(path, step, completed, exhausted, config, dict(loader), shapes, trainable_only)
 
 
 def current_target(target: Any) -> Any:
@@ -156,6 +168,54 @@ def changed_settings(before: dict[str, Any], after: dict[str, Any]) -> dict[str,
         if not _expected(key) and old.get(key, "<absent>") != new.get(key, "<absent>"):
             changes[key] = {"before": old.get(key, "<absent>"), "after": new.get(key, "<absent>")}
     return changes
+
+
+# Keys that decide which weights a checkpoint holds, or what they mean: a resume must keep them.
+MODEL_KEYS = ("model.name_or_path", "model.tokenizer", "model.architecture.", "peft.")
+MODEL_KEYS_FREE = ("peft.export",)  # only how the end result is written
+
+
+def check_resume_matches(info: CheckpointInfo, config: dict[str, Any], weights: dict[str, tuple[int, ...]]) -> None:
+    """The one check of what a checkpoint needs against what this command gives, run before anything is written:
+    the settings that decide the weights (``MODEL_KEYS``: the model, its tokenizer, the adapters) must be the
+    checkpoint's, and every weight the checkpoint holds must exist in the policy built from this config with the
+    same shape (and, for a full checkpoint, every weight of the policy must be in it).
+
+    Args:
+        info: the checkpoint.
+        config: this run's resolved config.
+        weights: ``{name: shape}`` of this run's module (``state_dict`` names, e.g. ``policy.model.norm.weight``).
+
+    Raises:
+        CheckpointError: naming each key that differs (checkpoint -> this run) and the weights that do not fit.
+    """
+    problems = []
+    if info.config is not None:
+        adapters = [info.config.get("peft"), config.get("peft")]
+        if bool(adapters[0]) != bool(adapters[1]):  # adapters on one side only: one line, not one per peft key
+            before, after = (f"peft={a['method']}" if a else "no adapters" for a in adapters)
+            problems.append(f"peft: {before} in the checkpoint, {after} here")
+        for key, change in changed_settings(info.config, config).items():
+            decisive = any(key == k or (k.endswith(".") and key.startswith(k)) for k in MODEL_KEYS)
+            one_sided = key.startswith("peft.") and bool(adapters[0]) != bool(adapters[1])
+            if decisive and not one_sided and not key.startswith(MODEL_KEYS_FREE):
+                problems.append(f"{key}: {change['before']!r} in the checkpoint, {change['after']!r} here")
+    if info.shapes is not None:
+        held = {k: v for k, v in info.shapes.items() if k.startswith("policy.")}
+        mine = {k: v for k, v in weights.items() if k.startswith("policy.")}
+        wrong = [f"{k} {held[k]} -> {mine[k]}" for k in held if k in mine and tuple(mine[k]) != held[k]]
+        unknown = sorted(set(held) - set(mine))
+        missing = [] if info.trainable_only else sorted(set(mine) - set(held))  # adapter checkpoints hold only those
+        for what, names in (("of another shape", wrong), ("that this run's policy lacks", unknown),
+                            ("missing from the checkpoint", missing)):  # fmt: skip
+            if names:
+                shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+                problems.append(f"{len(names)} weight(s) {what} ({shown})")
+    if problems:
+        raise CheckpointError(
+            f"ckpt_path={info.path} was trained with another model than this config builds: " + "; ".join(problems)
+            + ". Resume with the checkpoint's model settings (its config.yaml), or start a new run"
+        )
 
 
 def check_strategy(info: CheckpointInfo, sharded: bool) -> None:

@@ -52,3 +52,29 @@ def test_a_second_start_on_a_live_runs_directory_is_refused_and_changes_nothing(
     assert [attempt["status"] for attempt in status["attempts"]] == ["completed"]  # the refusal recorded nothing
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "hf" / "model.safetensors").is_file()
     assert not (run_dir / LOCK_FILE).exists()
+
+
+def run_files(run_dir: Path) -> dict[str, bytes]:
+    """Every file of the run with its bytes, Hydra's own (``.hydra/``, ``train.log``: written for each command before
+    the program starts) left out."""
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
+            if p.is_file() and p.relative_to(run_dir).parts[0] not in (".hydra", "train.log")}  # fmt: skip
+
+
+@pytest.mark.slow  # two train.py processes
+def test_a_resume_with_another_model_is_refused_by_key_and_leaves_the_finished_run_byte_for_byte(tmp_path):
+    run_dir = tmp_path / "run"
+    short = ["trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=2"]
+    finished = run_command("train.py", f"hydra.run.dir={run_dir}", *short, cwd=tmp_path)
+    assert finished.returncode == 0, (finished.stdout + finished.stderr)[-3000:]
+    before = run_files(run_dir)
+    out = run_command("train.py", f"hydra.run.dir={run_dir}", *short, "ckpt_path=last", "trainer.max_steps=4",
+                      "model.architecture.intermediate_size=256", cwd=tmp_path)  # fmt: skip
+    text = out.stdout + out.stderr
+    assert out.returncode == 1 and "Traceback" not in text, text[-3000:]
+    errors = [line for line in text.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, text[-3000:]
+    assert "trained with another model than this config builds: model.architecture.intermediate_size: 192 in the " \
+           "checkpoint, 256 here; 6 weight(s) of another shape (policy.model.layers.0.mlp.gate_proj.weight " \
+           "(192, 64) -> (256, 64)" in errors[0], errors  # fmt: skip
+    assert run_files(run_dir) == before  # status.json still completed, metrics.csv whole, checkpoint untouched
