@@ -140,6 +140,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             f"hydra.run.dir={cfg.run_dir} holds a training run: evaluate.py writes its own files (metrics.json, "
             "report.md, data_report.json, plots), so give it a directory of its own"
         )
+    if (Path(cfg.run_dir) / "metrics.json").is_file() and not cfg.get("overwrite", False):
+        raise UserError(
+            f"hydra.run.dir={cfg.run_dir} holds an earlier evaluation (metrics.json): give this one another directory, "
+            "or replace it with overwrite=true"
+        )
     torch.manual_seed(cfg.seed)
     inputs = load_inputs(cfg)
     m = cfg.model

@@ -36,7 +36,15 @@ from simpo.sampling.prompts import PromptSet, load_prompts, prompt_token_ids
 from simpo.sampling.report import stage_totals, summary_lines, write_report
 from simpo.sampling.score import Scorer, run_score
 from simpo.sampling.settings import check_sample_config, decoding, resolve_device
-from simpo.sampling.shards import MANIFEST, ShardPlan, ShardStore, check_manifest, process_rank, write_json_atomic
+from simpo.sampling.shards import (
+    MANIFEST,
+    ShardPlan,
+    ShardStore,
+    check_manifest,
+    check_output_dir_owned,
+    process_rank,
+    write_json_atomic,
+)
 from simpo.sampling.stop import GracefulStop, SamplingInterrupted, deferred
 
 log = logging.getLogger("sample")
@@ -123,6 +131,7 @@ def prepare(cfg: DictConfig) -> Prepared:
         ValueError, FileNotFoundError: naming the key to change.
     """
     stages = check_sample_config(cfg)
+    check_output_dir_owned(Path(cfg.output_dir))  # before anything is read or written
     resolve_device(cfg.device)
     rank, world = process_rank()
     p = cfg.prompts

@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceC
 
 from data.tokenizers import load_tokenizer
 from evaluate import evaluate
+from simpo.errors import UserError
 from simpo.evaluation import plots
 from simpo.evaluation.decoding import decoding_for
 from simpo.evaluation.judge import RewardModel, win_rate
@@ -96,6 +97,17 @@ def test_preference_equals_the_trainers_validation(trained, tmp_path, source):
     assert saved["metrics"] == pytest.approx(metrics) and {"model", "data", "settings", "versions"} <= set(saved)
     assert "| rewards/accuracies |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "reward_histogram.png").stat().st_size > 1000
+
+
+def test_an_earlier_evaluation_is_kept_unless_told_to_replace_it(trained, tmp_path):
+    policy = [f"model.name_or_path={trained / 'hf'}", "data.batch_size=4", "preference.max_pairs=4"]
+    evaluate(compose_eval(tmp_path, policy))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(UserError, match=r"holds an earlier evaluation \(metrics\.json\).*overwrite=true"):
+        evaluate(compose_eval(tmp_path, [*policy, "preference.max_pairs=8"]))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert evaluate(compose_eval(tmp_path, [*policy, "preference.max_pairs=8", "overwrite=true"]))["pairs"] == 8
+    assert json.loads((tmp_path / "metrics.json").read_text())["metrics"]["pairs"] == 8
 
 
 def test_checkpoint_loss_settings_win(trained, tmp_path):

@@ -38,6 +38,8 @@ def validate_settings(cfg: DictConfig) -> None:
         FileNotFoundError: ``training_logs`` that is not a file.
     """
     tasks = _check_tasks(cfg.tasks)
+    if not isinstance(cfg.get("overwrite", False), bool):
+        raise UserError(f"overwrite must be true or false, not {cfg.overwrite!r}")
     check_one_of("device", cfg.device, DEVICES)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise UserError("device=cuda but no CUDA GPU is available here: use device=auto or device=cpu")

@@ -115,6 +115,28 @@ class ShardStore:
         remove_stale_temporaries(self.directory)
 
 
+# What sample.py writes at the top of output_dir; with its manifest they are its own, without it someone else's.
+OUTPUTS = ("train_prefs.jsonl", "test_prefs.jsonl", "report.json", "report.png", "generate", "score")
+
+
+def check_output_dir_owned(output_dir: Path) -> None:
+    """Refuse an ``output_dir`` that holds files named like sample.py's outputs but no manifest of an earlier
+    sample.py run there: they are someone else's (a data set, another tool's report), and would be replaced.
+
+    Raises:
+        UserError: naming ``output_dir`` and the files, and the ways out.
+    """
+    directory = Path(output_dir)
+    if (directory / MANIFEST).is_file():
+        return
+    found = [name for name in OUTPUTS if (directory / name).exists()]
+    if found:
+        raise UserError(
+            f"output_dir={output_dir} holds {', '.join(found)}, which sample.py did not write (there is no {MANIFEST} "
+            "of an earlier sample.py run): they would be replaced. Give another output_dir, or move them away"
+        )
+
+
 def check_manifest(output_dir: Path, sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The manifest ``output_dir`` will hold: the recorded sections, checked against this run's ``sections``.
 

@@ -95,3 +95,21 @@ def test_left_padded_greedy_batches_equal_one_prompt_at_a_time(policy_dir, llama
     batched = HFEngine(model, 128009, batch_size=3).generate(ids, greedy, seed=0)
     alone = HFEngine(model, 128009, batch_size=1).generate(ids, greedy, seed=0)
     assert batched == alone and all(len(s.ids) + s.finished >= 1 for s in batched)
+
+
+def test_sample_refuses_an_output_dir_holding_someone_elses_data(tmp_path):
+    """A directory with a ``train_prefs.jsonl`` that no sample.py run wrote (no manifest) is refused by name before
+    anything is read or written; with an earlier run's manifest it is sample.py's own, to resume."""
+    from sample import prepare
+    from simpo.errors import UserError
+    from simpo.sampling.shards import MANIFEST
+    from tests.sampling.conftest import compose_sample
+
+    (tmp_path / "train_prefs.jsonl").write_text('{"someone": "else"}\n')
+    (tmp_path / "notes.md").write_text("kept")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(UserError, match=rf"output_dir={tmp_path} holds train_prefs.jsonl, which sample.py did not "
+                                        rf"write \(there is no {MANIFEST} of an earlier sample.py run\).*another "
+                                        "output_dir, or move them away"):  # fmt: skip
+        prepare(compose_sample(tmp_path, ["stages=[generate]"]))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
