@@ -94,7 +94,9 @@ class CachedReference:
 
     Before the first step (or the first validation) the table is loaded from ``path``, or computed by one no-grad
     pass over the training and validation pairs: with the policy itself when it still holds the initial weights
-    (a fresh run whose reference is its initial policy), otherwise with a reference built by ``factory``.
+    (a fresh run whose reference is its initial policy, before any checkpoint is loaded), otherwise with a reference
+    built by ``factory`` (the initial policy rebuilt, or ``reference.name_or_path``): a resume never computes the
+    table from the trained weights it loaded.
 
     Args:
         path: the table's file (its name is the fingerprint of data, reference, dtype and code).
@@ -121,7 +123,10 @@ class CachedReference:
             log.info("reference=cached: %d pairs' reference log-probs loaded from %s", len(self.table), self.path)
             return
         trainer = module.trainer
-        fresh = trainer.global_step == 0 and self.policy_is_reference
+        # The policy serves as its own reference only while it holds the initial weights: a fresh run before its
+        # first step. A resumed fit has loaded trained weights before this hook runs (its step counter is restored
+        # only later, so the checkpoint path is what tells), and then the reference is rebuilt from its source.
+        fresh = self.policy_is_reference and trainer.global_step == 0 and trainer.ckpt_path is None
         model = module.policy if fresh else build_reference_model(module, self.factory)
         datamodule = trainer.datamodule
         splits = [datamodule.splits[role] for role in ("train", "val") if role in datamodule.splits]

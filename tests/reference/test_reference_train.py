@@ -90,3 +90,26 @@ def test_lora_reference_defaults_to_adapters_off_and_equals_the_cached_base(smal
     assert sorted(off) == [0, 1, 2] and off[2] != off[0]  # the adapters trained away from the base
     for step, value in off.items():
         assert value == pytest.approx(cached[step], abs=1e-6), step
+
+
+def first_val_loss(run_dir: Path) -> float:
+    with (run_dir / "metrics.csv").open(newline="") as handle:
+        return next(float(r["val/loss"]) for r in csv.DictReader(handle) if r.get("val/loss"))
+
+
+def test_a_resume_with_an_empty_cache_computes_the_reference_from_the_reference(small_pairs, tmp_path, monkeypatch):
+    """A DPO run resumed where its reference table is missing must compute it from the initial policy (rebuilt),
+    never from the trained weights it just loaded: a later fresh run that finds the table starts at ln 2."""
+    import math
+    import shutil
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SIMPO_CACHE", str(cache))
+    dpo = ["loss=dpo", "loss.beta=0.1", "optimizer.lr=1e-3", "trainer.max_steps=2", "trainer.val_check_interval=2",
+           "callbacks.model_checkpoint.every_n_train_steps=2"]  # fmt: skip
+    train(compose_train(tmp_path / "a", overrides(small_pairs, *dpo)))
+    shutil.rmtree(cache / "reference")  # another node, or a cleaned cache
+    train(compose_train(tmp_path / "a", overrides(small_pairs, *dpo, "ckpt_path=last", "trainer.max_steps=4")))
+    assert len(list((cache / "reference").glob("*.pt"))) == 1
+    train(compose_train(tmp_path / "b", overrides(small_pairs, *dpo)))  # loads the table the resume stored
+    assert first_val_loss(tmp_path / "b") == pytest.approx(math.log(2), abs=1e-5)  # policy == reference at step 0
