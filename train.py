@@ -275,6 +275,14 @@ def execute(run: PreparedRun) -> dict[str, float]:
             f"({cfg.trainer.max_steps}), trainer.max_epochs ({cfg.trainer.max_epochs}), "
             f"trainer.limit_train_batches ({cfg.trainer.limit_train_batches}) and the size of the training split"
         )
+    if module.moving_steps_here == 0:
+        stopped = f"trainer.max_time={cfg.trainer.max_time}" if cfg.trainer.get("max_time") else "its limits"
+        raise NoTrainingError(
+            f"the run stopped at step {trainer.global_step} ({stopped}) inside its learning-rate warmup, which starts "
+            f"at 0 (optimizer.warmup_ratio={cfg.optimizer.warmup_ratio}): every step it took ran at learning rate 0, "
+            "so the weights are the initial ones and nothing was exported. Train longer or lower "
+            "optimizer.warmup_ratio; the checkpoint continues the warmup with ckpt_path=last"
+        )
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     if datamodule.has_validation and module.last_validated_step != trainer.global_step:
         trainer.validate(module, datamodule=datamodule)  # the final weights, for the returned metric

@@ -49,6 +49,10 @@ class HFExport(L.Callback):
         if guard is not None and taken <= guard.skipped_here:
             log.warning("not exporting %s: no optimizer step of this run was applied", self.dirpath)
             return
+        if taken > 0 and getattr(pl_module, "moving_steps_here", 1) == 0:
+            log.warning("not exporting %s: every step of this run ran at learning rate 0 (the weights are the initial "
+                        "ones)", self.dirpath)  # fmt: skip
+            return
         bad = nonfinite_tensors(pl_module.policy.named_parameters())
         if trainer.strategy.reduce_boolean_decision(bool(bad), all=False):
             raise NonFiniteError(

@@ -3,10 +3,12 @@ names the key of every bad setting before it writes anything."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
 import shutil
+import time
 from pathlib import Path
 
 import lightning as L
@@ -16,6 +18,7 @@ from omegaconf import OmegaConf
 
 from data.tokenizers import load_tokenizer
 from simpo.config.config_checks import ConfigError
+from simpo.io import read_torch_file
 from simpo.models.policy import build_policy, check_tokenizer_matches, tokenizer_source, warn_low_precision_weights
 from simpo.runs.resume import CheckpointError
 from simpo.runs.run_dir import RunDirError
@@ -66,6 +69,12 @@ def test_extending_a_finished_run_continues_from_its_data_position(two_step_run,
     assert record["attempts"][1]["changed"] == {"trainer.max_steps": {"before": 2, "after": 4}}
     loader = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["PreferenceDataModule"]
     assert loader["train_loader"]["batches_done"] == 4  # the epoch went on from batch 2, not from a new epoch
+    # the first resumed step already runs at the new schedule's rate (4 steps, 1 of warmup), not at the 2-step
+    # schedule's end (0): 1e-3 x (1 + cos(pi (2 - 1) / 3)) / 2
+    with (run_dir / "metrics.csv").open(newline="") as handle:
+        rates = {int(r["step"]): float(r["train/lr"]) for r in csv.DictReader(handle) if r.get("train/lr")}
+    assert rates[2] == pytest.approx(1e-3 * (1 + math.cos(math.pi / 3)) / 2, rel=1e-6)
+    assert rates[3] == pytest.approx(1e-3 * (1 + math.cos(2 * math.pi / 3)) / 2, rel=1e-6)
 
 
 def test_resuming_a_run_with_nothing_left_to_train_is_refused_and_changes_nothing(two_step_run, tmp_path):
@@ -255,6 +264,28 @@ def test_a_run_that_takes_no_step_is_not_completed(tmp_path):
     with pytest.raises(NoTrainingError, match=r"ended at step 0 without training.*trainer\.max_steps"):
         run_and_record(compose_train(tmp_path, [*SHORT, *stop]))
     assert status(tmp_path)["status"] == "failed"
+
+
+class SlowFirstStep(L.Callback):
+    """Test helper: a first step that takes 2 s (a compile, a cold file system), so a 1 s ``trainer.max_time`` ends the
+    run right after it."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == 0:
+            time.sleep(2)
+
+
+def test_a_run_stopped_inside_its_warmup_at_learning_rate_0_is_not_completed_and_exports_nothing(tmp_path):
+    """``trainer.max_time`` reached after the first step, which warmup runs at learning rate 0: the weights never
+    moved, so the run is not ``completed`` and no export poses as a trained model."""
+    timed = ["+trainer.max_time=00:00:00:01", f"+callbacks.slow._target_={__name__}.SlowFirstStep",
+             "trainer.max_steps=40", "optimizer.warmup_ratio=0.1", "trainer.val_check_interval=40",
+             "validate_before_training=false"]  # fmt: skip
+    with pytest.raises(NoTrainingError, match=r"stopped at step 1 \(trainer\.max_time=00:00:00:01\) inside its "
+                                              r"learning-rate warmup.*every step it took ran at learning rate 0"):
+        run_and_record(compose_train(tmp_path, [*SHORT, *timed]))
+    assert status(tmp_path)["status"] == "failed" and not (tmp_path / "hf").exists()
+    assert read_torch_file(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 1  # the warmup can continue
 
 
 # ---- 6. fp32 master weights by default; a warning for 16-bit weights with a tiny learning rate ----

@@ -91,6 +91,7 @@ class SimPOModule(L.LightningModule):
         self._loss_finite: dict[str, torch.Tensor] = {}  # per stage: every loss since the last check was finite
         self._window_loss: torch.Tensor | None = None
         self.last_validated_step: int | None = None  # global step of the latest validation pass
+        self.moving_steps_here = 0  # optimizer steps this process applied at a non-zero learning rate
         if chunk_size is not None:
             attach_labelled_logps(policy, chunk_size, head_backward)
 
@@ -166,6 +167,20 @@ class SimPOModule(L.LightningModule):
 
     def on_validation_start(self) -> None:
         self._prepare_reference()
+
+    def on_train_start(self) -> None:
+        """Set each parameter group's learning rate from the schedule at the current step. On a fresh run this is what
+        the scheduler set; on a resume the optimizer state brings back the learning rate of the checkpoint's own
+        schedule, which a changed ``trainer.max_steps`` (or warmup) replaces: the first resumed step must already
+        run at the new schedule's rate, not at the old one's (0 at the end of a finished cosine)."""
+        scheduler = self.lr_schedulers()
+        if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            return
+        rates = [base * rule(scheduler.last_epoch) for base, rule in zip(scheduler.base_lrs, scheduler.lr_lambdas,
+                                                                         strict=True)]  # fmt: skip
+        for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate
+        scheduler._last_lr = rates
 
     def forward(self, batch: dict[str, Any]) -> tuple[SequenceLogps, SequenceLogps]:
         """Per-sequence statistics of the policy's chosen and rejected responses: ``SequenceLogps`` with (n,) fields
@@ -254,6 +269,8 @@ class SimPOModule(L.LightningModule):
         local_bad = bool(~(torch.isfinite(grad_norm) & loss_finite))  # one host sync per optimizer step
         if not self.trainer.strategy.reduce_boolean_decision(local_bad, all=False):
             self.nonfinite.good_step()
+            if any(group["lr"] > 0 for group in optimizer.param_groups):  # at learning rate 0 AdamW changes nothing
+                self.moving_steps_here += 1
             return
         loss = self._window_loss if self._window_loss is not None else torch.tensor(float("nan"))
         values = {"train/loss": float(loss), "train/grad_norm": float(grad_norm)}
