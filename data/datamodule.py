@@ -27,9 +27,18 @@ from data.collate import LAYOUTS, PreferenceCollator
 from data.layouts import detect_layout, resolve_columns
 from data.pair_encoding import TOKEN_COLUMNS, PairEncoder, TruncationSettings
 from data.progress import no_progress_bars
-from data.report import STATS, check_drop_fraction, check_rows_left, format_table, split_report, write_report
+from data.report import (
+    STATS,
+    check_drop_fraction,
+    check_rows_left,
+    check_special_text,
+    format_table,
+    split_report,
+    write_report,
+)
 from data.resumable_loader import ResumableDataLoader
 from data.sources import SplitRows, carve_validation, check_val_size, is_single_file, load_split
+from data.special_text import SPECIAL_TEXT_POLICIES
 from data.templating import require_chat_template
 from data.token_budget import TokenBudget, describe, pair_lengths, plan_micro_batches
 from data.tokenizers import override_chat_template
@@ -91,6 +100,8 @@ class PreferenceDataModule(L.LightningDataModule):
             fraction in (0, 1) or a count; ``None`` (and no test split): no validation.
         columns: ``{prompt: ..., chosen: ..., rejected: ...}``, the data set's names for the three fields.
         bos_policy: ``error`` (a sequence with more than one BOS stops setup) or ``fix`` (extra BOS dropped).
+        special_text: special-token strings in message contents: ``refuse`` (setup stops naming the rows),
+            ``escape`` (tokenised as plain text) or ``allow`` (they become control tokens); ``data/special_text.py``.
         num_proc: processes that tokenise (``datasets.map``); ``None`` or 1: this process.
         cache: reuse tokenised splits from ``<cache root>/tokenized/<fingerprint>/`` (and store them there).
         report_dir: directory that receives ``data_report.json`` (``None``: the report is only logged).
@@ -120,6 +131,7 @@ class PreferenceDataModule(L.LightningDataModule):
         val_size: float | int | None = None,
         columns: Mapping[str, str] | None = None,
         bos_policy: str = "error",
+        special_text: str = "refuse",
         num_proc: int | None = None,
         cache: bool = True,
         report_dir: str | Path | None = None,
@@ -144,6 +156,7 @@ class PreferenceDataModule(L.LightningDataModule):
         )
         self.val_size = check_val_size(val_size)
         self.bos_policy = check_one_of("data.bos_policy", bos_policy, BOS_POLICIES)
+        self.special_text = check_one_of("data.special_text", special_text, SPECIAL_TEXT_POLICIES)
         num_proc = check_positive_int("data.num_proc", num_proc, nullable=True)
         self.seed = check_non_negative_int("data.seed", seed)
         if not isinstance(dataset, (str, Path)) or not str(dataset).strip():
@@ -252,6 +265,7 @@ class PreferenceDataModule(L.LightningDataModule):
                 "chat_template": self.tokenizer.chat_template,
                 "truncation": asdict(self.truncation),
                 "bos_policy": self.bos_policy,
+                "special_text": self.special_text,
                 "code": cache.code_digest(),
             }
         )
@@ -289,7 +303,7 @@ class PreferenceDataModule(L.LightningDataModule):
     def _tokenize(
         self, rows: datasets.Dataset, source_rows: list[int] | None, split: str, layout: str, malformed: list[int]
     ) -> tuple[datasets.Dataset, dict[str, Any]]:
-        encoder = PairEncoder(self.tokenizer, self.truncation, layout, self.bos_policy)
+        encoder = PairEncoder(self.tokenizer, self.truncation, layout, self.bos_policy, self.special_text)
         encoded = rows.map(
             encoder,
             batched=True,
@@ -301,8 +315,10 @@ class PreferenceDataModule(L.LightningDataModule):
         )
         stats = encoded.select_columns(list(STATS)).to_dict()
         report = split_report(stats, source_rows, split=split, layout=layout, bos_policy=self.bos_policy,
-                              malformed_lines=malformed)  # fmt: skip
+                              malformed_lines=malformed, special_text=self.special_text)  # fmt: skip
         kept = [i for i, reason in enumerate(encoded["drop_reason"]) if not reason]
+        if self.special_text == "refuse":
+            check_special_text(report, split, self.dataset)
         if self.bos_policy == "error" and self.tokenizer.bos_token_id is not None:
             self._check_single_bos(rows, encoded, kept, source_rows, split)
         with no_progress_bars():
@@ -414,6 +430,7 @@ class PreferenceDataModule(L.LightningDataModule):
             "single_file": self.single_file,
             **asdict(self.truncation),
             "bos_policy": self.bos_policy,
+            "special_text": self.special_text,
             "columns": self.columns,
             "val_size": self.val_size,
             "max_drop_fraction": self.max_drop_fraction,

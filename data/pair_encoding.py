@@ -27,6 +27,7 @@ from transformers import PreTrainedTokenizerBase
 
 from data.bos import check_policy, count_extra_bos, remove_extra_bos, texts_hold
 from data.layouts import BAD_ROW_REASONS, BadRowError, Message, detect_row_layout, row_to_turns
+from data.special_text import SPECIAL_TEXT_POLICIES, encode_escaped, found_in, special_strings
 from data.templating import template_texts
 from simpo.core.logprobs import IGNORE_INDEX
 from simpo.core.value_checks import check_one_of, check_positive_int
@@ -43,6 +44,7 @@ STAT_COLUMNS = {
     "rejected_tokens": 0,
     "prompt_truncated": False,
     "response_truncated": False,
+    "special_in_text": "",  # the special-token strings found in the row's message contents, space-separated
 }
 
 __all__ = ["BadRowError", "PairEncoder", "TruncationSettings", "encode_pair", "truncate"]
@@ -105,17 +107,26 @@ class PairEncoder:
         settings: truncation limits.
         layout: the data set's layout (``data/layouts.py``).
         bos_policy: ``error`` (offending rows are only flagged; the caller stops) or ``fix`` (repaired).
+        special_text: special-token strings in message contents (``data/special_text.py``): ``refuse`` (rows are
+            only flagged; the caller stops), ``escape`` (tokenised as plain text) or ``allow``.
 
     ``__call__`` returns, per row, the ``TOKEN_COLUMNS`` (empty lists for dropped rows) and the ``STAT_COLUMNS``.
     """
 
     def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, settings: TruncationSettings, layout: str, bos_policy: str = "error"
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        settings: TruncationSettings,
+        layout: str,
+        bos_policy: str = "error",
+        special_text: str = "refuse",
     ) -> None:
         self.tokenizer = tokenizer
         self.settings = settings
         self.layout = layout
         self.bos_policy = check_policy(bos_policy)
+        self.special_text = check_one_of("data.special_text", special_text, SPECIAL_TEXT_POLICIES)
+        self.specials = special_strings(tokenizer)
 
     def assemble(self, prompt: list[int], chosen: list[int], rejected: list[int]) -> dict[str, Any]:
         """Ids of one pair from the tokenised texts: BOS/EOS rules, BOS check, truncation, labels."""
@@ -147,16 +158,28 @@ class PairEncoder:
         rows = [{field: values[i] for field, values in batch.items()} for i in range(size)]
         texts: list[str] = []
         positions: list[int] = []
+        contents: dict[int, list[list[str]]] = {}  # rows holding special strings: each text's message contents
         for i, row in enumerate(rows):
             try:
-                texts.extend(template_texts(self.tokenizer, *row_to_turns(row, self.layout)))
+                prompt, chosen, rejected = row_to_turns(row, self.layout)
+                texts.extend(template_texts(self.tokenizer, prompt, chosen, rejected))
                 positions.append(i)
             except BadRowError as error:
                 out["drop_reason"][i] = error.reason
+                continue
+            parts = [[str(m.get("content") or "") for m in prompt], [str(chosen.get("content") or "")],
+                     [str(rejected.get("content") or "")]]  # fmt: skip
+            found = found_in([text for part in parts for text in part], self.specials)
+            if found:
+                out["special_in_text"][i] = " ".join(found)
+                contents[i] = parts
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
         for k, i in enumerate(positions):
+            row_ids = ids[3 * k : 3 * k + 3]
+            if i in contents and self.special_text == "escape":  # the contents as plain text, the template as is
+                row_ids = [encode_escaped(self.tokenizer, texts[3 * k + j], contents[i][j]) for j in range(3)]
             try:
-                pair = self.assemble(*ids[3 * k : 3 * k + 3])
+                pair = self.assemble(*row_ids)
             except BadRowError as error:
                 out["drop_reason"][i] = error.reason
                 continue

@@ -25,7 +25,7 @@ EXAMPLES_PER_REASON = 5
 PERCENTILES = (50, 90, 99)
 MALFORMED = "malformed_json"
 STATS = ("drop_reason", "bos_extra", "prompt_tokens", "chosen_tokens", "rejected_tokens", "prompt_truncated",
-         "response_truncated")  # fmt: skip
+         "response_truncated", "special_in_text")  # fmt: skip
 
 
 def length_stats(values: list[int]) -> dict[str, float]:
@@ -45,6 +45,7 @@ def split_report(
     layout: str,
     bos_policy: str,
     malformed_lines: list[int] | tuple[()] = (),
+    special_text: str = "refuse",
 ) -> dict[str, Any]:
     """Summary of one tokenised split.
 
@@ -58,12 +59,14 @@ def split_report(
         bos_policy: ``error`` or ``fix``.
         malformed_lines: 1-based numbers of the lines of the split's file that were not JSON objects (dropped
             before encoding; they count as read and dropped).
+        special_text: ``data.special_text`` (``refuse``, ``escape`` or ``allow``).
 
     Returns:
         ``read``, ``kept``, ``dropped`` (``{reason: {count, examples}}``, examples being row indices as read;
         ``{count, lines}`` for ``malformed_json``), ``drop_fraction``, ``bos_repairs`` (rows and tokens),
         ``truncated`` (prompts, responses), ``tokens`` (prompt / chosen / rejected token percentiles of the kept
-        rows, before truncation), ``layout``.
+        rows, before truncation), ``layout``, ``special_text`` (the policy, the kept rows whose message contents hold
+        special-token strings, examples, and how many rows hold each string).
     """
     reasons = columns["drop_reason"]
     source = source_rows if source_rows is not None else range(len(reasons))
@@ -84,6 +87,7 @@ def split_report(
     read = len(reasons) + len(malformed_lines)
     kept = [i for i, reason in enumerate(reasons) if not reason]
     bos_rows = [i for i in kept if columns["bos_extra"][i]]
+    special_rows = [i for i in kept if columns["special_in_text"][i]]
     return {
         "split": split,
         "layout": layout,
@@ -96,6 +100,12 @@ def split_report(
             "rows": len(bos_rows) if bos_policy == "fix" else 0,
             "tokens": sum(columns["bos_extra"][i] for i in bos_rows) if bos_policy == "fix" else 0,
             "examples": [source[i] for i in bos_rows][:EXAMPLES_PER_REASON] if bos_policy == "fix" else [],
+        },
+        "special_text": {
+            "policy": special_text,
+            "rows": len(special_rows),
+            "examples": [source[i] for i in special_rows][:EXAMPLES_PER_REASON],
+            "strings": dict(Counter(s for i in special_rows for s in columns["special_in_text"][i].split(" "))),
         },
         "truncated": {
             "prompts": sum(columns["prompt_truncated"][i] for i in kept),
@@ -133,6 +143,24 @@ def check_rows_left(report: dict[str, Any], dataset: str) -> None:
             f"(all {report['read']} rows read were dropped). Fix the data, or data.columns (missing_field) / "
             "data.max_length (empty_response_after_truncation)"
         )
+
+
+def check_special_text(report: dict[str, Any], split: str, dataset: str) -> None:
+    """Stop (``data.special_text=refuse``) when kept rows hold special-token strings in their message contents.
+
+    Raises:
+        UserError: naming the rows (indices as read), the strings and ``data.special_text``.
+    """
+    found = report["special_text"]
+    if not found["rows"]:
+        return
+    strings = ", ".join(sorted(found["strings"]))
+    raise UserError(
+        f"{found['rows']} row(s) of {dataset} ({split}; rows {found['examples']}) hold special-token strings in their "
+        f"message text ({strings}): tokenised as they are, they would become control tokens (a fake end of turn or a "
+        "new turn). Set data.special_text=escape to tokenise them as plain text, or data.special_text=allow to keep "
+        "them as control tokens"
+    )
 
 
 def check_drop_fraction(report: dict[str, Any], max_drop_fraction: float, dataset: str) -> None:

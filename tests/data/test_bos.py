@@ -37,13 +37,15 @@ def test_setup_names_the_data_cause_shows_a_row_and_fixes(tokenizer, tmp_path, i
     rendered = tokenizer.apply_chat_template([{"role": "user", "content": "Question 3?"}], tokenize=False)
     rows[3] = uf_row(prompt=rendered)  # the prompt text is itself a rendered template
     write_split(tmp_path / "d", "train_prefs", rows)
-    with pytest.raises(ValueError) as caught:
-        _module(tokenizer, tmp_path / "d", tmp_path).setup()
+    with pytest.raises(ValueError, match=r"row\(s\) .*hold special-token strings in their message text"):
+        _module(tokenizer, tmp_path / "d", tmp_path).setup()  # data.special_text=refuse catches it first
+    with pytest.raises(ValueError) as caught:  # a data set that means its control tokens: the BOS is still single
+        _module(tokenizer, tmp_path / "d", tmp_path, special_text="allow").setup()
     message = str(caught.value)
     assert "1 rows contain a rendered template in their text" in message
     assert "Example: row 3" in message and "data.bos_policy=fix" in message
 
-    module = _module(tokenizer, tmp_path / "d", tmp_path, bos_policy="fix")
+    module = _module(tokenizer, tmp_path / "d", tmp_path, bos_policy="fix", special_text="allow")
     module.setup()
     assert module.report["splits"]["train"]["bos_repairs"] == {"rows": 1, "tokens": 1, "examples": [3]}
     for pair in module.splits["train"]:
