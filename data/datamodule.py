@@ -228,7 +228,7 @@ class PreferenceDataModule(L.LightningDataModule):
             if len(loaded.rows) == 0:  # every line malformed: report why, without tokenising
                 stats: dict[str, list[Any]] = {column: [] for column in STATS}
                 report = split_report(stats, None, split=loaded.name, layout="-", bos_policy=self.bos_policy,
-                                      malformed_lines=loaded.malformed_lines)  # fmt: skip
+                                      line_drops=loaded.line_drops())  # fmt: skip
                 check_rows_left(report, self.dataset)
             self._loaded[split] = loaded
         return self._loaded[split]
@@ -250,7 +250,7 @@ class PreferenceDataModule(L.LightningDataModule):
             return loaded, None
         (train, train_rows), (val, val_rows) = carve_validation(loaded.rows, self.val_size, self.seed)
         if role == "train":
-            return SplitRows(train, loaded.name, loaded.malformed_lines), train_rows
+            return SplitRows(train, loaded.name, loaded.malformed_lines, loaded.mixed_type_lines), train_rows
         return SplitRows(val, loaded.name), val_rows
 
     def _fingerprint(self, rows: datasets.Dataset, columns: dict[str, str], layout: str) -> str:
@@ -292,7 +292,7 @@ class PreferenceDataModule(L.LightningDataModule):
             pairs, report = cached
             log.info("%s split %r: tokenised pairs loaded from the cache %s", role, split, cache.entry_dir(key))
         else:
-            pairs, report = self._tokenize(renamed, source_rows, split, layout, loaded.malformed_lines)
+            pairs, report = self._tokenize(renamed, source_rows, split, layout, loaded.line_drops())
             if self.use_cache:
                 cache.save(key, pairs, report)
         report = {**report, "role": role, "cache": {"fingerprint": key, "hit": cached is not None}}
@@ -301,7 +301,12 @@ class PreferenceDataModule(L.LightningDataModule):
         return pairs, report
 
     def _tokenize(
-        self, rows: datasets.Dataset, source_rows: list[int] | None, split: str, layout: str, malformed: list[int]
+        self,
+        rows: datasets.Dataset,
+        source_rows: list[int] | None,
+        split: str,
+        layout: str,
+        line_drops: dict[str, list[int]],
     ) -> tuple[datasets.Dataset, dict[str, Any]]:
         encoder = PairEncoder(self.tokenizer, self.truncation, layout, self.bos_policy, self.special_text)
         encoded = rows.map(
@@ -315,7 +320,7 @@ class PreferenceDataModule(L.LightningDataModule):
         )
         stats = encoded.select_columns(list(STATS)).to_dict()
         report = split_report(stats, source_rows, split=split, layout=layout, bos_policy=self.bos_policy,
-                              malformed_lines=malformed, special_text=self.special_text)  # fmt: skip
+                              line_drops=line_drops, special_text=self.special_text)  # fmt: skip
         kept = [i for i, reason in enumerate(encoded["drop_reason"]) if not reason]
         if self.special_text == "refuse":
             check_special_text(report, split, self.dataset)

@@ -4,8 +4,10 @@ Every line is accounted for. In JSON lines (``.jsonl``, or a ``.json`` file that
 is skipped, and a line that is not valid JSON or not a JSON object is not a row: it is dropped with reason
 ``malformed_json`` and reported by its 1-based line number. Row indices (as ``data_report.json`` gives them for the
 other drop reasons) count the rows read, from 0, so blank and malformed lines take no index. Bytes that are not
-UTF-8, a file with no rows, or a field whose type changes between rows stop with an error that names the file and
-the line. A ``.json`` file whose first character is ``[`` is one array of row objects.
+UTF-8 or a file with no rows stop with an error that names the file and the line. A line whose field has another
+JSON type than most rows give it (``"chosen": "text"`` where the others hold message lists) is dropped with reason
+``mixed_field_type`` and reported by its line number, like a malformed one (a ``.json`` array with such elements still
+stops, naming them). A ``.json`` file whose first character is ``[`` is one array of row objects.
 
 The parse is pyarrow's (multi-threaded: ~2 s for a 500 MB file of 60k UltraFeedback rows on 2 cores); only a file
 it refuses is scanned line by line in Python (~5 s more) to find the bad lines. Nothing is written to the
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,10 +46,13 @@ class FileRows:
     Attributes:
         rows: the rows read (malformed lines left out), fingerprinted by the file's content.
         malformed_lines: 1-based numbers of the lines dropped as ``malformed_json``.
+        mixed_type_lines: 1-based numbers of the lines dropped as ``mixed_field_type``: a field of another JSON type
+            than most rows give it (a string where the others hold message lists).
     """
 
     rows: datasets.Dataset
     malformed_lines: list[int] = field(default_factory=list)
+    mixed_type_lines: list[int] = field(default_factory=list)
 
 
 def read_file(path: Path, where: str) -> FileRows:
@@ -64,18 +70,19 @@ def read_file(path: Path, where: str) -> FileRows:
     if suffix not in FILE_TYPES:
         raise UserError(f"{where}: {path} is an unsupported file type; use one of {list(FILE_TYPES)}")
     fingerprint = content_digest(path)
+    mixed: list[int] = []
     if suffix == ".parquet":
         table, malformed = _read_parquet(path, where), []
     elif suffix == ".json" and _first_byte(path) == b"[":
         table, malformed = _read_json_array(path, where), []
     else:
-        table, malformed = _read_json_lines(path, where)
+        table, malformed, mixed = _read_json_lines(path, where)
     if table.num_rows == 0 and not malformed:
         raise UserError(
             f"{path} holds no rows (it is empty or holds only blank lines); it is {where}: point data.dataset at "
             "a file with rows"
         )
-    return FileRows(datasets.Dataset(table, fingerprint=fingerprint), malformed)
+    return FileRows(datasets.Dataset(table, fingerprint=fingerprint), malformed, mixed)
 
 
 def content_digest(path: Path) -> str:
@@ -116,13 +123,14 @@ def _parse(data: bytes | Path, block_size: int) -> pa.Table:
     return paj.read_json(source, read_options=paj.ReadOptions(block_size=min(block_size, MAX_BLOCK_SIZE)))
 
 
-def _read_json_lines(path: Path, where: str) -> tuple[pa.Table, list[int]]:
-    """(table of the good rows, malformed line numbers): pyarrow first, a line scan only when it refuses."""
+def _read_json_lines(path: Path, where: str) -> tuple[pa.Table, list[int], list[int]]:
+    """(table of the good rows, malformed line numbers, mixed-type line numbers): pyarrow first, a line scan only
+    when it refuses."""
     try:
         table = _parse(path, BLOCK_SIZE)
         table.validate(full=True)  # the reader passes bytes that are not UTF-8 into strings; this finds them
         if table.num_rows:
-            return table, []
+            return table, [], []
     except (pa.ArrowException, ValueError):  # malformed lines, non-UTF-8 bytes, a long line: look closer
         pass
     good: list[bytes] = []
@@ -137,14 +145,37 @@ def _read_json_lines(path: Path, where: str) -> tuple[pa.Table, list[int]]:
         else:
             malformed.append(number)
     if not good:
-        return pa.table({}), malformed
+        return pa.table({}), malformed, []
     data = b"\n".join(good)
     try:
         # One block: pyarrow infers each column's type from every row (a column null in the first block and a
         # list later would fail across blocks).
-        return _parse(data, len(data) + 1), malformed
+        return _parse(data, len(data) + 1), malformed, []
     except (pa.ArrowException, ValueError) as error:
-        raise UserError(_type_conflict(path, where, "line", good_numbers, good, error)) from error
+        conflict = error
+    # Rows whose field has another JSON type than most rows give it are bad rows, dropped and counted like others.
+    keep = _majority_typed(good)
+    mixed = [number for number, ok in zip(good_numbers, keep, strict=True) if not ok]
+    good_numbers = [number for number, ok in zip(good_numbers, keep, strict=True) if ok]
+    good = [line for line, ok in zip(good, keep, strict=True) if ok]
+    data = b"\n".join(good)
+    try:
+        return (_parse(data, len(data) + 1) if good else pa.table({})), malformed, mixed
+    except (pa.ArrowException, ValueError) as error:  # a conflict below the top level: still named, still stops
+        raise UserError(_type_conflict(path, where, "line", good_numbers, good, error)) from conflict
+
+
+def _majority_typed(lines: list[bytes]) -> list[bool]:
+    """For each row, whether every top-level field holds the JSON type most rows give that field (nulls agree with
+    any type; a tie goes to the type seen first)."""
+    rows = [json.loads(line) for line in lines]
+    kinds: dict[str, Counter[str]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if value is not None:
+                kinds.setdefault(key, Counter())[_kind(value)] += 1
+    majority = {key: counts.most_common(1)[0][0] for key, counts in kinds.items()}
+    return [all(v is None or _kind(v) == majority[k] for k, v in row.items()) for row in rows]
 
 
 def _decoded_lines(path: Path, where: str) -> Iterator[tuple[int, str]]:

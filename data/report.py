@@ -23,7 +23,6 @@ from simpo.io import write_json
 
 EXAMPLES_PER_REASON = 5
 PERCENTILES = (50, 90, 99)
-MALFORMED = "malformed_json"
 STATS = ("drop_reason", "bos_extra", "prompt_tokens", "chosen_tokens", "rejected_tokens", "prompt_truncated",
          "response_truncated", "special_in_text")  # fmt: skip
 
@@ -44,7 +43,7 @@ def split_report(
     split: str,
     layout: str,
     bos_policy: str,
-    malformed_lines: list[int] | tuple[()] = (),
+    line_drops: dict[str, list[int]] | None = None,
     special_text: str = "refuse",
 ) -> dict[str, Any]:
     """Summary of one tokenised split.
@@ -57,8 +56,9 @@ def split_report(
         split: the split's name as read (e.g. ``train_prefs``).
         layout: the detected layout.
         bos_policy: ``error`` or ``fix``.
-        malformed_lines: 1-based numbers of the lines of the split's file that were not JSON objects (dropped
-            before encoding; they count as read and dropped).
+        line_drops: {reason: 1-based line numbers} of the lines of the split's file dropped before encoding
+            (``malformed_json``: not JSON objects; ``mixed_field_type``: a field of another JSON type than most rows
+            give it); they count as read and dropped.
         special_text: ``data.special_text`` (``refuse``, ``escape`` or ``allow``).
 
     Returns:
@@ -71,12 +71,12 @@ def split_report(
     reasons = columns["drop_reason"]
     source = source_rows if source_rows is not None else range(len(reasons))
     counts = Counter(reason for reason in reasons if reason)
-    if malformed_lines:
-        counts[MALFORMED] = len(malformed_lines)
+    lines = {reason: numbers for reason, numbers in (line_drops or {}).items() if numbers}
+    counts.update({reason: len(numbers) for reason, numbers in lines.items()})
     dropped = {
         reason: (
-            {"count": count, "lines": list(malformed_lines[:EXAMPLES_PER_REASON])}
-            if reason == MALFORMED
+            {"count": count, "lines": list(lines[reason][:EXAMPLES_PER_REASON])}
+            if reason in lines
             else {
                 "count": count,
                 "examples": [source[i] for i, r in enumerate(reasons) if r == reason][:EXAMPLES_PER_REASON],
@@ -84,7 +84,7 @@ def split_report(
         )
         for reason, count in counts.most_common()
     }
-    read = len(reasons) + len(malformed_lines)
+    read = len(reasons) + sum(len(numbers) for numbers in lines.values())
     kept = [i for i, reason in enumerate(reasons) if not reason]
     bos_rows = [i for i in kept if columns["bos_extra"][i]]
     special_rows = [i for i in kept if columns["special_in_text"][i]]
@@ -119,7 +119,7 @@ def split_report(
 
 
 def where_dropped(entry: dict[str, Any]) -> str:
-    """``rows [...]`` (row indices) or ``lines [...]`` (``malformed_json``) of one ``dropped`` entry."""
+    """``rows [...]`` (row indices) or ``lines [...]`` (``malformed_json``, ``mixed_field_type``) of one entry."""
     return f"lines {entry['lines']}" if "lines" in entry else f"rows {entry['examples']}"
 
 

@@ -32,11 +32,17 @@ class SplitRows:
         rows: the rows (malformed lines of a JSON-lines file left out).
         name: the split's name in reports: the split asked for, or the file's name for a single file.
         malformed_lines: 1-based numbers of the lines dropped as ``malformed_json`` (local JSON files only).
+        mixed_type_lines: 1-based numbers of the lines dropped as ``mixed_field_type`` (local JSON-lines files only).
     """
 
     rows: datasets.Dataset
     name: str
     malformed_lines: list[int] = field(default_factory=list)
+    mixed_type_lines: list[int] = field(default_factory=list)
+
+    def line_drops(self) -> dict[str, list[int]]:
+        """{reason: line numbers} of the lines dropped before encoding (they are no rows)."""
+        return {"malformed_json": self.malformed_lines, "mixed_field_type": self.mixed_type_lines}
 
 
 def is_single_file(dataset: str) -> bool:
@@ -125,7 +131,7 @@ def load_split(dataset: str, split: str) -> SplitRows:
     if path.is_file():
         where = f"data.dataset={dataset}, a single file (the training split)"
         read = read_file(path, where)
-        return SplitRows(read.rows, path.name, read.malformed_lines)
+        return SplitRows(read.rows, path.name, read.malformed_lines, read.mixed_type_lines)
     if path.is_dir():
         if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
             rows = _load_from_disk(path, dataset, split)
@@ -138,7 +144,7 @@ def load_split(dataset: str, split: str) -> SplitRows:
                 "set data.train_split / data.test_split to one of them"
             )
         read = read_file(split_file, f"split {split!r} of data.dataset={dataset}")
-        return SplitRows(read.rows, split, read.malformed_lines)
+        return SplitRows(read.rows, split, read.malformed_lines, read.mixed_type_lines)
     if looks_like_path(dataset) or os.path.isabs(dataset):
         raise _missing_path(dataset)
     return SplitRows(_with_rows(_load_hub(dataset, split), f"split {split!r} of data.dataset={dataset}"), split)

@@ -1,5 +1,6 @@
-"""Reading one data file: malformed JSON lines dropped and counted by line number, clear errors for files that
-cannot be rows (empty, not UTF-8, a field changing type, a broken Parquet file), content-based fingerprints."""
+"""Reading one data file: malformed JSON lines and rows whose field has another type than most rows' dropped and
+counted by line number, clear errors for files that cannot be rows (empty, not UTF-8, a nested type conflict, a broken
+Parquet file), content-based fingerprints."""
 
 from __future__ import annotations
 
@@ -60,10 +61,43 @@ def test_a_utf8_byte_order_mark_is_not_an_error(tmp_path):
     assert read_file(tmp_path / "rows.jsonl", WHERE).rows["a"] == [1, 2]
 
 
-def test_a_field_that_changes_type_names_both_lines(tmp_path):
-    (tmp_path / "rows.jsonl").write_text('{"chosen": [{"role": "assistant", "content": "x"}]}\n\n{"chosen": "x"}\n')
-    with pytest.raises(ValueError, match=r"line 3: field 'chosen' is a string, but line 1 gives it as a list"):
+def test_a_row_whose_field_has_another_type_than_most_rows_is_dropped_with_its_line_number(tmp_path):
+    turn = '{"chosen": [{"role": "assistant", "content": "x"}], "score": 1}'
+    lines = [turn, "", '{"chosen": "just text", "score": 2}', turn, '{"chosen": null, "score": 3}', turn]
+    (tmp_path / "rows.jsonl").write_text("\n".join(lines) + "\n")
+    read = read_file(tmp_path / "rows.jsonl", WHERE)
+    assert read.mixed_type_lines == [3] and read.malformed_lines == []  # a null agrees with any type
+    assert read.rows["score"] == [1, 1, 3, 1]
+
+
+def test_a_type_conflict_below_the_top_level_still_names_the_lines(tmp_path):
+    lines = ['{"chosen": [{"role": "assistant", "content": "x"}]}', '{"chosen": [{"role": "assistant", "content": 5}]}']
+    (tmp_path / "rows.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"cannot be read as one table of rows"):
         read_file(tmp_path / "rows.jsonl", WHERE)
+
+
+def test_mixed_type_rows_count_as_dropped_rows_under_max_drop_fraction(tmp_path, llama3_tokenizer, monkeypatch):
+    from data.datamodule import PreferenceDataModule
+    from simpo.errors import UserError
+    from tests.data.conftest import uf_row, write_split
+
+    monkeypatch.setenv("SIMPO_CACHE", str(tmp_path / "cache"))
+    rows = [uf_row(prompt=f"Q{i}?") for i in range(10)]
+    rows[5]["chosen"] = "just text"
+    write_split(tmp_path / "d", "train_prefs", rows)
+
+    def module(fraction: float) -> PreferenceDataModule:
+        return PreferenceDataModule(llama3_tokenizer, str(tmp_path / "d"), test_split=None, max_length=128,
+                                    max_prompt_length=64, max_drop_fraction=fraction)  # fmt: skip
+
+    with pytest.raises(UserError, match=r"dropped 1 of 10 rows .*mixed_field_type: 1 \(lines \[6\]\)"):
+        module(0.01).setup()
+    accepted = module(0.2)
+    accepted.setup()
+    report = accepted.report["splits"]["train"]
+    assert (report["read"], report["kept"]) == (10, 9)
+    assert report["dropped"]["mixed_field_type"] == {"count": 1, "lines": [6]}
 
 
 def test_types_are_inferred_over_every_row_and_long_lines_load(tmp_path):
