@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +21,36 @@ log = logging.getLogger(__name__)
 METRICS = ["val/rewards/accuracies", "val/rewards/margins", "val/loss", "train/rewards/accuracies", "train/loss"]
 
 
-def collect_runs(sweep_dir: Path, metric: str, direction: str) -> list[dict[str, Any]]:
+NOT_RUN = "not run"
+
+
+def _last_start(status: dict[str, Any]) -> float | None:
+    """When the newest attempt recorded in a ``status.json`` started (seconds since the epoch), if recorded."""
+    attempts = status.get("attempts") or [status]
+    started = attempts[-1].get("started")
+    try:
+        return datetime.fromisoformat(started).timestamp() if started else None
+    except ValueError:
+        return None
+
+
+def collect_runs(sweep_dir: Path, metric: str, direction: str, since: float | None = None) -> list[dict[str, Any]]:
     """One row per run directory of ``sweep_dir`` (those holding ``.hydra/``), best first.
 
-    A row holds ``run`` (its number), ``status`` (completed | failed | incomplete: never wrote
-    ``status.json``), ``overrides``, the optimized ``metric`` and ``METRICS``, ``error`` and ``run_dir``.
-    Completed runs come first, ordered by ``metric`` (``direction`` maximize | minimize).
+    A row holds ``run`` (its number), ``status`` (completed | failed | incomplete: never wrote ``status.json`` |
+    not run: with ``since``, a directory whose newest attempt started before this sweep, i.e. an earlier sweep's run
+    this one was refused to replace), ``overrides``, the optimized ``metric`` and ``METRICS`` (never an earlier
+    sweep's), ``error`` and ``run_dir``. Completed runs come first, ordered by ``metric`` (``direction`` maximize |
+    minimize).
     """
     rows = []
     for run_dir in sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=_run_number):
         status = read_status(run_dir) or {"status": "incomplete", "metrics": {}, "error": None}
+        started = _last_start(status)
+        if since is not None and started is not None and started < int(since):
+            status = {"status": NOT_RUN, "metrics": {},
+                      "error": f"not run by this sweep: the directory holds an earlier run ({status['status']}), "
+                               "which was not replaced (the sweep's log says why)"}  # fmt: skip
         overrides_file = run_dir / ".hydra" / "overrides.yaml"
         overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
         metrics = status.get("metrics", {})
@@ -80,13 +102,24 @@ def _cell(value: Any) -> str:
 
 
 class SweepSummary(Callback):
-    """Writes ``<sweep dir>/summary.csv`` and ``summary.md`` when a ``-m`` sweep ends (best run first)."""
+    """Writes ``<sweep dir>/summary.csv`` and ``summary.md`` when a ``-m`` sweep ends (best run first), and ends the
+    process with status 1 when no run of the sweep completed."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        rows = collect_runs(sweep_dir, config.optimized_metric, config.optimized_metric_direction)
+        rows = collect_runs(sweep_dir, config.optimized_metric, config.optimized_metric_direction, self.started)
         write_summary(rows, sweep_dir)
         done = sum(row["status"] == "completed" for row in rows)
         log.info("sweep summary: %d of %d runs completed; %s", done, len(rows), sweep_dir / "summary.md")
+        if rows and done == 0:
+            log.error("no run of the sweep completed (%s): see %s", ", ".join(sorted({r["status"] for r in rows})),
+                      sweep_dir / "summary.md")  # fmt: skip
+            raise SystemExit(1)

@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+from datetime import datetime
 
 import pytest
 
@@ -44,12 +45,41 @@ def test_summary_ranks_best_first_and_keeps_failures(tmp_path):
     assert "- run 1: ValueError: bad thing" in markdown
 
 
-def sweep(sweep_dir, *overrides):
+def test_a_run_an_earlier_sweep_left_is_not_reported_as_this_sweeps(tmp_path):
+    fake_run(tmp_path, 0, "completed", 0.9)
+    old = json.loads((tmp_path / "0" / "status.json").read_text())
+    (tmp_path / "0" / "status.json").write_text(json.dumps({**old, "started": "2026-01-01T10:00:00"}))
+    fake_run(tmp_path, 1, "completed", 0.5)
+    fresh = json.loads((tmp_path / "1" / "status.json").read_text())
+    (tmp_path / "1" / "status.json").write_text(json.dumps({**fresh, "started": "2026-06-01T10:00:00"}))
+    since = datetime.fromisoformat("2026-06-01T09:00:00").timestamp()
+    rows = {r["run"]: r for r in collect_runs(tmp_path, "val/rewards/accuracies", "maximize", since)}
+    assert rows["1"]["status"] == "completed" and rows["1"]["val/rewards/accuracies"] == 0.5
+    assert rows["0"]["status"] == "not run" and rows["0"]["val/rewards/accuracies"] is None  # never the old 0.9
+    assert "holds an earlier run (completed)" in rows["0"]["error"]
+
+
+def sweep(sweep_dir, *overrides, code=0):
     args = [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={sweep_dir}", *overrides, *FAST]
     out = subprocess.run(args, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == code, out.stderr[-3000:]
     with (sweep_dir / "summary.csv").open() as handle:
         return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_every_run_fails_exits_non_zero(tmp_path):
+    rows = sweep(tmp_path, "optimizer.lr=-1.0,-2.0", code=1)
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+
+
+@pytest.mark.slow
+def test_a_sweep_rerun_into_its_own_directory_never_reports_the_old_runs_as_its_own(tmp_path):
+    first = sweep(tmp_path, "optimizer.lr=1e-3")
+    assert [r["status"] for r in first] == ["completed"]
+    again = sweep(tmp_path, "optimizer.lr=1e-3", code=1)  # its run is refused: the directory holds a run
+    assert [r["status"] for r in again] == ["not run"] and again[0]["val/rewards/accuracies"] == ""
+    assert json.loads((tmp_path / "0" / "status.json").read_text())["status"] == "completed"  # the old run stays
 
 
 @pytest.mark.slow
