@@ -38,7 +38,7 @@ from simpo.core.global_batch import accumulation_steps
 from simpo.errors import UserError
 from simpo.io import write_text
 from simpo.models.adapters import apply_adapters, check_adapter_settings, quantized_loading
-from simpo.models.policy import build_policy, tokenizer_source, warn_low_precision_weights
+from simpo.models.policy import build_policy, check_context_length, tokenizer_source, warn_low_precision_weights
 from simpo.models.pretrained_source import check_pretrained_source, check_tokenizer_files
 from simpo.reference.build import build_reference, check_reference_config, install_reference_collator, policy_identity
 from simpo.runs.lock import RunDirInUseError, RunDirLock
@@ -221,9 +221,11 @@ def prepare(cfg: DictConfig) -> PreparedRun:
     datamodule.prepare_data()  # load, tokenise and check the data now: a bad file must not touch the run directory
     datamodule.load("fit")
     module = build_module(cfg, tokenizer, datamodule)
-    if resume is not None:  # before anything is written: the checkpoint's weights must fit this policy
+    check_context_length(cfg.data.max_length, module.policy.config)
+    if resume is not None:  # before anything is written: the checkpoint's weights and data must be this run's
         shapes = {name: tuple(value.shape) for name, value in module.state_dict().items()}
-        check_resume_matches(resume, OmegaConf.to_container(cfg, resolve=True), shapes)
+        rows = getattr(datamodule, "train_rows_fingerprint", None)
+        check_resume_matches(resume, OmegaConf.to_container(cfg, resolve=True), shapes, rows)
     callbacks = [build(c, key="callbacks") for c in cfg.callbacks.values() if c is not None] if cfg.callbacks else []
     callbacks.insert(0, FinalCheckpoint())  # the last step is on disk before the export (or anything) can fail
     if cfg.get("peft"):  # checkpoints hold the adapters alone; a resume keeps the rebuilt frozen base

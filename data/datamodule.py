@@ -295,7 +295,8 @@ class PreferenceDataModule(L.LightningDataModule):
             pairs, report = self._tokenize(renamed, source_rows, split, layout, loaded.line_drops())
             if self.use_cache:
                 cache.save(key, pairs, report)
-        report = {**report, "role": role, "cache": {"fingerprint": key, "hit": cached is not None}}
+        report = {**report, "role": role, "cache": {"fingerprint": key, "hit": cached is not None},
+                  "rows_fingerprint": rows._fingerprint}  # fmt: skip  (the rows as read: content, split, carve-out)
         check_rows_left(report, self.dataset)
         check_drop_fraction(report, self.max_drop_fraction, self.dataset)
         return pairs, report
@@ -482,14 +483,26 @@ class PreferenceDataModule(L.LightningDataModule):
         self._train_loader = loader
         return loader
 
-    def state_dict(self) -> dict[str, dict[str, int]]:
-        """The training loader's position (epoch, batches done), saved in every checkpoint.
+    def state_dict(self) -> dict[str, Any]:
+        """The training loader's position (epoch, batches done) and the training rows' fingerprint (a resume on
+        other data is refused: ``simpo.runs.resume.check_resume_matches``), saved in every checkpoint.
 
         Lightning restores the data module before it builds the loaders, so the position is applied
         however early the loader is first built (``estimated_stepping_batches`` builds it before the loops
         are restored, which is why the loader's own state alone is not enough).
         """
-        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+        if self._train_loader is None:
+            return {}
+        state: dict[str, Any] = {"train_loader": self._train_loader.state_dict()}
+        rows = self.report["splits"].get("train", {}).get("rows_fingerprint")
+        if rows is not None:
+            state["train_rows"] = rows
+        return state
+
+    @property
+    def train_rows_fingerprint(self) -> str | None:
+        """The training rows' fingerprint (after ``load``): the file's content, the split and any carve-out."""
+        return self.report["splits"].get("train", {}).get("rows_fingerprint")
 
     def load_state_dict(self, state: dict[str, dict[str, int]]) -> None:
         loader_state = state.get("train_loader")

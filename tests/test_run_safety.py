@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from data.tokenizers import load_tokenizer
 from simpo.config.config_checks import ConfigError
+from simpo.errors import UserError
 from simpo.io import read_torch_file
 from simpo.models.policy import build_policy, check_tokenizer_matches, tokenizer_source, warn_low_precision_weights
 from simpo.runs.resume import CheckpointError
@@ -180,6 +181,28 @@ def test_a_resume_with_adapters_a_full_checkpoint_never_had_is_refused_by_key(tw
                                               r"adapters in the checkpoint, peft=lora here; 21 weight\(s\) that this "
                                               r"run's policy lacks \(policy\.lm_head\.weight"):  # fmt: skip
         run_and_record(compose_train(run_dir, [*SHORT, "ckpt_path=last", "trainer.max_steps=3", "peft=lora"]))
+    assert snapshot(run_dir) == before
+
+
+def test_sequences_longer_than_the_models_context_are_refused_by_key(tmp_path):
+    with pytest.raises(UserError, match=r"data\.max_length=2048 is longer than the model's context "
+                                        r"\(max_position_embeddings=1024"):  # fmt: skip
+        run_and_record(compose_train(tmp_path / "run", [*SHORT, "data.max_length=2048"]))
+    with pytest.raises(UserError, match=r"max_position_embeddings=-5"):
+        run_and_record(compose_train(tmp_path / "run", [*SHORT, "model.architecture.max_position_embeddings=-5"]))
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_a_resume_on_other_data_is_refused_and_changes_nothing(two_step_run, tmp_path):
+    from tests.reference.conftest import write_pairs
+
+    run_dir = copy_run(two_step_run, tmp_path / "run")
+    before = snapshot(run_dir)
+    other = write_pairs(tmp_path / "other.jsonl", 64, skip=8)
+    expected = r"trained on other data than this command gives.*saved position \(2 batches into an epoch\)"
+    with pytest.raises(CheckpointError, match=expected + r".*model\.name_or_path=<its run>/hf"):
+        run_and_record(compose_train(run_dir, [*SHORT, "ckpt_path=last", "trainer.max_steps=3",
+                                               f"data.dataset={other}", "data.val_size=8"]))  # fmt: skip
     assert snapshot(run_dir) == before
 
 

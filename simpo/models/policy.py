@@ -119,6 +119,23 @@ def resolve_attn_implementation(
     return "eager" if model_type in NO_SDPA_MODEL_TYPES else "sdpa"
 
 
+def check_context_length(max_length: int, config: PretrainedConfig) -> None:
+    """Refuse sequences longer than the model's positions (``max_position_embeddings``): positions past it were
+    never trained (or are not there at all).
+
+    Raises:
+        UserError: naming ``data.max_length`` and the model's value.
+    """
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    context = getattr(config, "max_position_embeddings", None)
+    if isinstance(context, int) and max_length > context:
+        raise UserError(
+            f"data.max_length={max_length} is longer than the model's context (max_position_embeddings={context} in "
+            f"its config; model.architecture.max_position_embeddings for a random init): set data.max_length <= "
+            f"{context}"
+        )
+
+
 def zero_dropout_fields(config: PretrainedConfig) -> None:
     """Set every float ``*dropout*`` field of a Hugging Face config to 0 (before the model is built)."""
     for key, value in config.to_dict().items():

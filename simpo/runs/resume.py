@@ -69,6 +69,7 @@ class CheckpointInfo:
         shapes: the shape of every weight the checkpoint holds (``state_dict`` names), ``None`` where they cannot be
             read without loading them (a sharded checkpoint).
         trainable_only: the checkpoint holds only the trainable weights (adapters), not the frozen base.
+        train_rows: the fingerprint of the rows it trained on (``None`` in checkpoints of earlier versions).
     """
 
     path: Path
@@ -79,6 +80,7 @@ class CheckpointInfo:
     loader: dict[str, int] = field(default_factory=dict)
     shapes: dict[str, tuple[int, ...]] | None = field(default=None, repr=False)
     trainable_only: bool = False
+    train_rows: str | None = None
 
 
 def _siblings(path: Path) -> list[str]:
@@ -114,13 +116,15 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> CheckpointInfo:
     completed = int(fit_loop.get("epoch_progress", {}).get("current", {}).get("completed", 0))
     exhausted = bool(fit_loop.get("epoch_loop.batch_progress", {}).get("is_last_batch", True))
     config = current_targets((meta.get("hyper_parameters") or {}).get("config"))
-    loader = (meta.get("PreferenceDataModule") or {}).get("train_loader") or {}
+    data_state = meta.get("PreferenceDataModule") or {}
+    loader = data_state.get("train_loader") or {}
     weights = meta.get("state_dict")
     shapes = None
     if isinstance(weights, dict) and weights and all(isinstance(v, torch.Tensor) for v in weights.values()):
         shapes = {name: tuple(value.shape) for name, value in weights.items()}
     trainable_only = bool(meta.get("trainable_only", False))
-    return CheckpointInfo(path, step, completed, exhausted, config, dict(loader), shapes, trainable_only)
+    train_rows = data_state.get("train_rows")
+    return CheckpointInfo(path, step, completed, exhausted, config, dict(loader), shapes, trainable_only, train_rows)
 
 
 def current_target(target: Any) -> Any:
@@ -175,7 +179,9 @@ MODEL_KEYS = ("model.name_or_path", "model.tokenizer", "model.architecture.", "p
 MODEL_KEYS_FREE = ("peft.export",)  # only how the end result is written
 
 
-def check_resume_matches(info: CheckpointInfo, config: dict[str, Any], weights: dict[str, tuple[int, ...]]) -> None:
+def check_resume_matches(
+    info: CheckpointInfo, config: dict[str, Any], weights: dict[str, tuple[int, ...]], train_rows: str | None = None
+) -> None:
     """The one check of what a checkpoint needs against what this command gives, run before anything is written:
     the settings that decide the weights (``MODEL_KEYS``: the model, its tokenizer, the adapters) must be the
     checkpoint's, and every weight the checkpoint holds must exist in the policy built from this config with the
@@ -185,9 +191,11 @@ def check_resume_matches(info: CheckpointInfo, config: dict[str, Any], weights: 
         info: the checkpoint.
         config: this run's resolved config.
         weights: ``{name: shape}`` of this run's module (``state_dict`` names, e.g. ``policy.model.norm.weight``).
+        train_rows: the fingerprint of this run's training rows (``PreferenceDataModule.train_rows_fingerprint``).
 
     Raises:
-        CheckpointError: naming each key that differs (checkpoint -> this run) and the weights that do not fit.
+        CheckpointError: naming each key that differs (checkpoint -> this run) and the weights that do not fit; or
+            training rows other than the checkpoint's (its saved position would skip or repeat rows of the new data).
     """
     problems = []
     if info.config is not None:
@@ -215,6 +223,16 @@ def check_resume_matches(info: CheckpointInfo, config: dict[str, Any], weights: 
         raise CheckpointError(
             f"ckpt_path={info.path} was trained with another model than this config builds: " + "; ".join(problems)
             + ". Resume with the checkpoint's model settings (its config.yaml), or start a new run"
+        )
+    if info.train_rows is not None and train_rows is not None and info.train_rows != train_rows:
+        dataset = (info.config or {}).get("data", {}).get("dataset", "?")
+        done = info.loader.get("batches_done", 0)
+        raise CheckpointError(
+            f"ckpt_path={info.path} trained on other data than this command gives (the training rows differ from "
+            f"those of data.dataset={dataset} it was saved with; data.dataset, data.train_split and data.val_size "
+            f"decide them): its saved position ({done} batches into an epoch) would skip or repeat rows of the new "
+            "data. Resume with the data it trained on, or train on the new data in a new run that starts from its "
+            "weights (model.name_or_path=<its run>/hf)"
         )
 
 
