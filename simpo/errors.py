@@ -26,3 +26,15 @@ class RunDirError(UserError):
 
 class ExportError(UserError):
     """The trained policy could not be written where ``callbacks.hf_export.dirpath`` says; the training is saved."""
+
+
+class NoSpaceError(UserError, OSError):
+    """A file could not be written for want of room (a full disk, a quota, a file-size limit); the previous version
+    of the file is kept. Still an ``OSError`` (with its ``errno``) for callers; its text is the message alone."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.errno, self.strerror = code, message
+
+    def __str__(self) -> str:
+        return str(self.strerror)

@@ -29,7 +29,7 @@ from typing import IO, Any, BinaryIO
 
 import torch
 
-from simpo.errors import CheckpointError
+from simpo.errors import CheckpointError, NoSpaceError
 
 SHARDED_METADATA = ".metadata"  # written by torch.distributed.checkpoint beside the shards
 SHARDED_STATE = "meta.pt"  # Lightning's non-tensor state of a sharded checkpoint
@@ -388,8 +388,42 @@ def atomic_file(path: str | Path, mode: str = "w", **open_kwargs: Any) -> Iterat
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
         commit(tmp, path)
+    except OSError as error:
+        raise _no_space(error, path) from error
     finally:
         _remove(tmp)
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _no_space(error: OSError, path: Path) -> OSError:
+    """``NoSpaceError`` naming ``path`` for a write that found no room (full disk, quota, size limit); else ``error``
+    itself."""
+    if error.errno not in NO_SPACE or isinstance(error, NoSpaceError):
+        return error
+    return NoSpaceError(
+        error.errno, f"no room to write {path} ({error.strerror}): free space on its file system or write elsewhere; "
+        "the previous version of the file is kept"
+    )
+
+
+class _RecordingWriter:
+    """A binary file wrapper that keeps the ``OSError`` of a failed write: ``torch.save`` replaces it by a
+    ``RuntimeError`` that does not say why."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle, self.error = handle, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 @contextmanager
@@ -401,6 +435,8 @@ def atomic_directory(path: str | Path, replace: bool = True) -> Iterator[Path]:
     try:
         yield tmp
         commit(tmp, path, replace)
+    except OSError as error:
+        raise _no_space(error, path) from error
     finally:
         _remove(tmp)
 
@@ -420,4 +456,10 @@ def write_json(path: str | Path, value: Any, indent: int | None = 2, **dump_kwar
 def save_torch(value: Any, path: str | Path) -> None:
     """``torch.save`` ``value`` to ``path`` atomically."""
     with atomic_file(path, "wb") as handle:
-        torch.save(value, handle)
+        writer = _RecordingWriter(handle)
+        try:
+            torch.save(value, writer)
+        except RuntimeError as error:  # torch's message for a failed write; the OSError behind it says why
+            if writer.error is not None:
+                raise writer.error from error
+            raise

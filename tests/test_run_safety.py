@@ -395,6 +395,8 @@ MORE_BAD = [
     ("+trainer.foo=1", r"trainer: .*foo.*\+trainer\.<name>"),
     ("trainer.val_check_interval=0", r"trainer\.val_check_interval must be"),
     ("trainer.precision=foo", r"trainer\.precision must be one of"),
+    ("+optimizer.foo=1", r"optimizer\.foo is not a setting of the optimizer \(it would do nothing\)"),
+    ("model=hf", r"model\.name_or_path must be set: it has no default \(model=hf: the hub id or local directory"),
 ]
 
 

@@ -58,6 +58,7 @@ RULES: dict[str, Rule] = {
     "trainer.precision": (lambda v: str(v) in PRECISIONS, f"one of {sorted(PRECISIONS)}"),
 }
 # The keys train.py reads from the model group: any other key there (a typo under +model.) would do nothing.
+OPTIMIZER_KEYS = {"lr", "weight_decay", "betas", "eps", "warmup_ratio", "implementation"}  # conf/optimizer/adamw.yaml
 MODEL_KEYS = {"name_or_path", "tokenizer", "dtype", "attn_implementation", "architecture", "compile", "chunk_size",
               "gradient_checkpointing", "head_backward"}  # fmt: skip
 ATTENTION = {"auto", "sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3"}
@@ -69,6 +70,14 @@ def check_train_config(cfg: DictConfig) -> None:
     Also refuses settings that would train nothing (``trainer.max_steps=0``, ``trainer.limit_train_batches=0``),
     an ``optimized_metric_direction`` other than maximize/minimize, and ``ckpt_path`` that is not a string.
     """
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        hints = {"model.name_or_path": " (model=hf: the hub id or local directory of the pretrained model)"}
+        raise ConfigError(f"{missing[0]} must be set: it has no default{hints.get(missing[0], '')}")
+    unknown = sorted(set(cfg.get("optimizer") or {}) - OPTIMIZER_KEYS)
+    if unknown:
+        raise ConfigError(f"optimizer.{unknown[0]} is not a setting of the optimizer (it would do nothing): the "
+                          f"settings are {sorted(OPTIMIZER_KEYS)}")  # fmt: skip
     for key, (valid, expected) in RULES.items():
         value = OmegaConf.select(cfg, key, default="<absent>", throw_on_missing=False)
         if value == "<absent>":
