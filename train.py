@@ -90,11 +90,12 @@ def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> SimPOModul
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     adapters = check_adapter_settings(peft, cfg.model.name_or_path, fsdp is not None, accelerator) if peft else None
     gradient_checkpointing = cfg.model.get("gradient_checkpointing", False)
+    chunked = cfg.model.get("chunk_size", 1024) is not None  # the labelled-only head (the output projection's weight)
 
     def full_weights() -> dict[str, torch.Tensor]:
         L.seed_everything(cfg.seed, verbose=False)
         policy = build_policy(tokenizer, **options)
-        return (apply_adapters(policy, adapters) if adapters else policy).state_dict()
+        return (apply_adapters(policy, adapters, chunked_head=chunked) if adapters else policy).state_dict()
 
     def reference_model(name_or_path: str | None) -> torch.nn.Module:
         """A reference: ``name_or_path``'s weights, or (None) the initial policy, rebuilt as at the start."""
@@ -126,7 +127,7 @@ def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> SimPOModul
         load_kwargs=quantized_loading(adapters),
     )
     if adapters is not None:
-        policy = apply_adapters(policy, adapters, gradient_checkpointing)
+        policy = apply_adapters(policy, adapters, gradient_checkpointing, chunked)
     return SimPOModule(
         policy,
         objective,

@@ -153,6 +153,31 @@ def test_targets_that_match_nothing_or_an_unsupported_architecture_are_named(lla
         apply_adapters(policy, AdapterSettings())
 
 
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["peft.target_modules=[q_proj,lm_head]"], r"peft\.target_modules: lm_head is the output projection.*never "
+                                                    r"train.*peft\.modules_to_save=\[lm_head\]"),
+        (["peft.target_modules=[lm_head]"], r"peft\.target_modules: lm_head is the output projection"),
+        (["peft.r=4096"], r"peft\.r=4096 is above the smaller dimension of k_proj \(64 x 32\).*peft\.r <= 32"),
+    ],
+)
+def test_adapters_that_could_not_train_as_asked_are_refused_by_key(tmp_path, overrides, match):
+    """An adapter on the output projection never receives a gradient through the labelled-only head (it trained
+    nothing, or failed with a raw autograd error when it was the only target); a rank above a layer's smaller
+    dimension adds parameters without capacity (r=4096 on hidden 64 trained 10M adapter parameters)."""
+    run_dir = tmp_path / "run"
+    with pytest.raises(ValueError, match=match):
+        prepare(compose_train(run_dir, ["peft=lora", *overrides]))
+    assert not run_dir.exists() or not any(run_dir.iterdir())
+
+
+def test_an_adapter_on_the_output_projection_trains_with_full_logits(llama3_tokenizer):
+    settings = AdapterSettings(r=4, alpha=8, target_modules=("q_proj", "lm_head"))
+    adapted = apply_adapters(tiny_policy(llama3_tokenizer), settings, chunked_head=False)
+    assert any("lm_head.lora_A" in name for name, p in adapted.named_parameters() if p.requires_grad)
+
+
 def test_a_bad_peft_setting_fails_before_the_run_directory_is_written(tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(ValueError, match=r"peft\.target_modules"):

@@ -156,8 +156,17 @@ def default_target_modules(policy: PreTrainedModel) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _check_targets(policy: PreTrainedModel, targets: tuple[str, ...]) -> None:
+def _check_targets(policy: PreTrainedModel, targets: tuple[str, ...], rank: int, chunked_head: bool) -> None:
     matched = {name.rsplit(".", 1)[-1]: m for name, m in policy.named_modules() if name.rsplit(".", 1)[-1] in targets}
+    head = policy.get_output_embeddings()
+    head_names = sorted(name for name, m in matched.items() if m is head)
+    if head_names and chunked_head:
+        raise UserError(
+            f"peft.target_modules: {head_names[0]} is the output projection, which the labelled-only head "
+            "(model.chunk_size) multiplies by its weight directly: a LoRA adapter on it would never train. Train it "
+            f"in full with peft.modules_to_save=[{head_names[0]}], leave it out of peft.target_modules, or use full "
+            "logits (model.chunk_size=null)"
+        )
     missing = [t for t in targets if t not in matched]
     if missing:
         available = sorted({n.rsplit(".", 1)[-1] for n, m in policy.named_modules() if _adaptable(m) and n})
@@ -171,24 +180,38 @@ def _check_targets(policy: PreTrainedModel, targets: tuple[str, ...]) -> None:
             f"peft.target_modules: {wrong} are not linear layers LoRA can adapt here "
             "(train embeddings or norms in full with peft.modules_to_save)"
         )
+    sizes = {n: (m.in_features, m.out_features) for n, m in matched.items() if hasattr(m, "in_features")}
+    if sizes:
+        name, (fan_in, fan_out) = min(sizes.items(), key=lambda item: min(item[1]))
+        if rank > min(fan_in, fan_out):
+            raise UserError(
+                f"peft.r={rank} is above the smaller dimension of {name} ({fan_in} x {fan_out}): a rank above "
+                f"{min(fan_in, fan_out)} adds parameters but no capacity (the update's rank cannot exceed it). Set "
+                f"peft.r <= {min(fan_in, fan_out)}"
+            )
 
 
 def apply_adapters(
-    policy: PreTrainedModel, settings: AdapterSettings, gradient_checkpointing: bool = False
+    policy: PreTrainedModel, settings: AdapterSettings, gradient_checkpointing: bool = False, chunked_head: bool = True
 ) -> nn.Module:
     """Freeze ``policy`` and wrap it with LoRA adapters (``peft.get_peft_model``); returns the ``PeftModel``.
 
     The adapters' ``lora_B`` start at zero, so the wrapped policy first computes exactly the base model. The
     random ``lora_A`` initialisation draws from the global RNG (seeded runs are reproducible).
 
+    Args:
+        chunked_head: the run projects onto the vocabulary with the labelled-only head (``model.chunk_size`` set),
+            which uses the output projection's weight directly: an adapter on it is refused.
+
     Raises:
-        ValueError: from ``default_target_modules`` / unmatched or unsupported ``peft.target_modules`` or
-            ``peft.modules_to_save``.
+        ValueError: from ``default_target_modules`` / unmatched or unsupported ``peft.target_modules`` (the output
+            projection under the chunked head), ``peft.modules_to_save``, or a ``peft.r`` above the smaller dimension
+            of a targeted layer.
     """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     targets = settings.target_modules or default_target_modules(policy)
-    _check_targets(policy, targets)
+    _check_targets(policy, targets, settings.r, chunked_head)
     names = {name.rsplit(".", 1)[-1] for name, _ in policy.named_modules()}
     missing = [m for m in settings.modules_to_save or () if m not in names]
     if missing:
