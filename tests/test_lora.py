@@ -178,6 +178,27 @@ def test_an_adapter_on_the_output_projection_trains_with_full_logits(llama3_toke
     assert any("lm_head.lora_A" in name for name, p in adapted.named_parameters() if p.requires_grad)
 
 
+def test_a_lora_resume_with_other_adapter_settings_is_refused_by_key_and_changes_nothing(tmp_path):
+    """A finished LoRA run resumed with another rank, or without adapters, is refused before anything is written,
+    naming the keys and the weights that do not fit (it died with a raw state-dict traceback, and rewrote the
+    finished run's status.json to failed)."""
+    from simpo.errors import CheckpointError
+
+    run_dir = tmp_path / "run"
+    short = ["peft=lora", "peft.r=4", "trainer.max_steps=2", "data.test_split=null", "validate_before_training=false",
+             "trainer.enable_progress_bar=false", "callbacks.model_checkpoint.every_n_train_steps=2"]  # fmt: skip
+    train(compose_train(run_dir, short))
+    before = {str(p): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    resume = ["ckpt_path=last", "trainer.max_steps=3"]
+    with pytest.raises(CheckpointError, match=r"peft\.r: 4 in the checkpoint, 8 here; \d+ weight\(s\) of another "
+                                              r"shape \(policy\.base_model\.model\.model\.layers\.0\."):  # fmt: skip
+        train(compose_train(run_dir, [*short, "peft.r=8", *resume]))
+    no_adapters = [o for o in short if not o.startswith("peft")]
+    with pytest.raises(CheckpointError, match=r"peft: peft=lora in the checkpoint, no adapters here"):
+        train(compose_train(run_dir, [*no_adapters, *resume]))
+    assert {str(p): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()} == before
+
+
 def test_a_bad_peft_setting_fails_before_the_run_directory_is_written(tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(ValueError, match=r"peft\.target_modules"):
