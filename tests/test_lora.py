@@ -5,6 +5,7 @@ checkpoint and exports the merged model and the adapter alone (both evaluate ali
 from __future__ import annotations
 
 import copy
+import csv
 from pathlib import Path
 
 import pytest
@@ -279,3 +280,29 @@ def test_merged_and_adapter_exports_load_evaluate_alike_and_generate(runs, base_
         load_policy(None, str(runs["straight"] / "checkpoints" / "last.ckpt"))
     generated = merged.generate(ids, max_new_tokens=4, do_sample=False)
     assert generated.shape == (1, ids.shape[1] + 4)
+
+
+def step0_margins(run_dir: Path) -> float:
+    with (run_dir / "metrics.csv").open(newline="") as handle:
+        return next(float(r["val/rewards/margins"]) for r in csv.DictReader(handle) if r.get("val/rewards/margins"))
+
+
+def test_a_named_reference_is_honoured_under_lora_or_refused_naming_the_key(base_dir, llama3_tokenizer, tmp_path,
+                                                                            monkeypatch):  # fmt: skip
+    """peft=lora with reference.name_or_path=<another model> silently used the adapter-free base (margins exactly 0
+    at step 0). Now reference=adapter_off refuses the key; with reference=cached the named weights are the reference,
+    giving at step 0 the margins of a live frozen copy of them (reference=model)."""
+    monkeypatch.setenv("SIMPO_CACHE", str(tmp_path / "cache"))
+    other = tmp_path / "other-model"
+    tiny_policy(llama3_tokenizer, seed=12).save_pretrained(other)
+    llama3_tokenizer.save_pretrained(other)
+    common = ["model=hf", f"model.name_or_path={base_dir}", "peft=lora", "peft.r=4", "loss=dpo", "loss.beta=0.1",
+              "trainer.max_steps=2", "trainer.limit_val_batches=2", "trainer.enable_progress_bar=false",
+              "callbacks.hf_export=null", f"reference.name_or_path={other}"]  # fmt: skip
+    with pytest.raises(ValueError, match=r"reference\.name_or_path=.*other-model is not used by reference=adapter_off"):
+        prepare(compose_train(tmp_path / "refused", common))
+    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
+    train(compose_train(tmp_path / "cached", [*common, "reference=cached"]))
+    train(compose_train(tmp_path / "live", [*common, "reference=model"]))
+    cached, live = step0_margins(tmp_path / "cached"), step0_margins(tmp_path / "live")
+    assert cached == pytest.approx(live, abs=1e-6) and abs(cached) > 1e-4  # the other model, not the base

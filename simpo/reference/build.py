@@ -23,7 +23,8 @@ def check_reference_config(reference: Mapping[str, Any] | None, objective: Objec
 
     Raises:
         ValueError: the objective needs a reference but ``reference`` is null or its mode unknown, or
-            ``adapter_off`` without adapters (``peft``); names the key.
+            ``adapter_off`` without adapters (``peft``) or with a ``reference.name_or_path`` it would not use; names
+            the key.
     """
     if not objective.needs_reference:
         return None
@@ -35,6 +36,12 @@ def check_reference_config(reference: Mapping[str, Any] | None, objective: Objec
         raise UserError(f"reference.mode must be one of {list(REFERENCE_MODES)}, not {mode!r}")
     if mode == "adapter_off" and not adapters:
         raise UserError("reference=adapter_off needs LoRA adapters to switch off (peft=lora); use reference=cached")
+    if mode == "adapter_off" and reference.get("name_or_path") is not None:
+        raise UserError(
+            f"reference.name_or_path={reference['name_or_path']} is not used by reference=adapter_off (peft=lora's "
+            "default: the frozen base with the adapters switched off is the reference): add reference=cached (or "
+            "reference=model) to take those weights as the reference, or leave reference.name_or_path=null"
+        )
     return mode
 
 
