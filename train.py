@@ -40,7 +40,13 @@ from simpo.io import write_text
 from simpo.models.adapters import apply_adapters, check_adapter_settings, quantized_loading
 from simpo.models.policy import build_policy, check_context_length, tokenizer_source, warn_low_precision_weights
 from simpo.models.pretrained_source import check_pretrained_source, check_tokenizer_files
-from simpo.reference.build import build_reference, check_reference_config, install_reference_collator, policy_identity
+from simpo.reference.build import (
+    build_reference,
+    check_reference_config,
+    digest_memo,
+    install_reference_collator,
+    policy_identity,
+)
 from simpo.runs.lock import RunDirInUseError, RunDirLock
 from simpo.runs.outputs import check_output_directory
 from simpo.runs.resume import (
@@ -115,7 +121,7 @@ def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> SimPOModul
         data_parts = {role: split["cache"]["fingerprint"] for role, split in datamodule.report["splits"].items()}
         parts = {"data": data_parts, "dtype": cfg.model.dtype, "precision": str(cfg.trainer.precision),
                  "kl_pairs": objective.needs_kl_pairs, "max_length": cfg.data.max_length}  # fmt: skip
-        source = policy_identity(options["name_or_path"], options["architecture"], cfg.seed)
+        source = policy_identity(options["name_or_path"], options["architecture"], cfg.seed, digest_memo())
         reference = build_reference(mode, reference_cfg, reference_model, parts, source)
     meta_init = bool(fsdp and fsdp.get("meta_init", True))
     policy = build_policy(

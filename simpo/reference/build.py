@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -16,6 +17,8 @@ from simpo.reference.collate import ReferenceCollator
 from simpo.reference.identity import policy_identity, table_fingerprint, weights_identity
 from simpo.reference.kl_pairs import KLPartners
 from simpo.reference.provider import AdapterOffReference, CachedReference, ModelReference, ReferenceProvider
+
+DIGEST_MEMO = "digests"  # under the cache root: the content digests of weight files, by path and stat
 
 
 def check_reference_config(reference: Mapping[str, Any] | None, objective: Objective, adapters: bool) -> str | None:
@@ -76,10 +79,15 @@ def build_reference(
         return AdapterOffReference(adapters_disabled)
     if mode == "model":
         return ModelReference(lambda: factory(name))
-    weights = weights_identity(name) if name is not None else policy_source
+    weights = weights_identity(name, digest_memo()) if name is not None else policy_source
     parts = {**fingerprint_parts, "reference": weights}
     path = cache_root() / "reference" / f"{table_fingerprint(parts)}.pt"
     return CachedReference(path, parts, lambda: factory(name), policy_is_reference=name is None)
 
 
-__all__ = ["build_reference", "check_reference_config", "install_reference_collator", "policy_identity"]
+def digest_memo() -> Path:
+    """Where the content digests of weight files are remembered (``simpo.reference.identity.file_digest``)."""
+    return cache_root() / DIGEST_MEMO
+
+
+__all__ = ["build_reference", "check_reference_config", "digest_memo", "install_reference_collator", "policy_identity"]

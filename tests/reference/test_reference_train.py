@@ -113,3 +113,48 @@ def test_a_resume_with_an_empty_cache_computes_the_reference_from_the_reference(
     assert len(list((cache / "reference").glob("*.pt"))) == 1
     train(compose_train(tmp_path / "b", overrides(small_pairs, *dpo)))  # loads the table the resume stored
     assert first_val_loss(tmp_path / "b") == pytest.approx(math.log(2), abs=1e-5)  # policy == reference at step 0
+
+
+def test_reference_weights_replaced_in_place_key_a_new_table(small_pairs, tmp_path, monkeypatch, caplog):
+    """A reference directory whose weights are replaced in place with the same size and modification time (``touch
+    -r``) must not reuse the table of the old weights: tables are keyed by the files' contents. The new table's
+    step-0 margins equal those of a live frozen copy of the new weights."""
+    import os
+
+    import torch
+
+    from data.tokenizers import load_tokenizer
+    from simpo.models.policy import build_policy
+
+    monkeypatch.setenv("SIMPO_CACHE", str(tmp_path / "cache"))
+    tokenizer, reference = load_tokenizer("llama3"), tmp_path / "reference"
+    architecture = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2,
+                    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024,
+                    "rope_theta": 500000.0, "tie_word_embeddings": True}  # fmt: skip
+
+    def save_reference(seed: int) -> None:
+        torch.manual_seed(seed)
+        build_policy(tokenizer, architecture=architecture).save_pretrained(reference)
+
+    save_reference(12)
+    tokenizer.save_pretrained(reference)
+    dpo = ["loss=dpo", "loss.beta=0.1", "trainer.max_steps=2", f"reference.name_or_path={reference}"]
+    train(compose_train(tmp_path / "a", overrides(small_pairs, *dpo)))
+    weights = reference / "model.safetensors"
+    old = weights.stat()
+    save_reference(13)  # other weights, same size
+    os.utime(weights, ns=(old.st_atime_ns, old.st_mtime_ns))  # touch -r: the old modification time
+    assert weights.stat().st_size == old.st_size and weights.stat().st_mtime_ns == old.st_mtime_ns
+    caplog.clear()
+    caplog.set_level("INFO")
+    train(compose_train(tmp_path / "b", overrides(small_pairs, *dpo)))
+    assert "reference log-probs in" in caplog.text and "reference log-probs loaded from" not in caplog.text
+    assert len(list((tmp_path / "cache" / "reference").glob("*.pt"))) == 2
+    train(compose_train(tmp_path / "c", overrides(small_pairs, *dpo, "reference=model")))
+    cached, live = (first_val(tmp_path / name, "val/rewards/margins") for name in ("b", "c"))
+    assert cached == pytest.approx(live, abs=1e-6) and abs(cached) > 1e-4
+
+
+def first_val(run_dir: Path, key: str) -> float:
+    with (run_dir / "metrics.csv").open(newline="") as handle:
+        return next(float(r[key]) for r in csv.DictReader(handle) if r.get(key))
