@@ -266,6 +266,8 @@ def execute(run: PreparedRun) -> dict[str, float]:
         if run.resume is not None:  # rows logged after the checkpoint are logged again
             drop_rows_from_step(run_dir / "metrics.csv", start_step)
     details: dict[str, Any] = {"step": start_step}
+    if module.reference is not None:  # which weights serve as the reference (their content digests)
+        details["reference"] = getattr(module.reference, "identity", None)
     if run.resume is not None:
         details.update(resumed_from=str(run.resume.path), changed=run.changed)
     write_status(run_dir, "running", **details)

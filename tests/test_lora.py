@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -306,3 +308,7 @@ def test_a_named_reference_is_honoured_under_lora_or_refused_naming_the_key(base
     train(compose_train(tmp_path / "live", [*common, "reference=model"]))
     cached, live = step0_margins(tmp_path / "cached"), step0_margins(tmp_path / "live")
     assert cached == pytest.approx(live, abs=1e-6) and abs(cached) > 1e-4  # the other model, not the base
+    recorded = json.loads((tmp_path / "cached" / "status.json").read_text())["reference"]  # which weights served
+    assert recorded["mode"] == "cached" and recorded["name_or_path"] == str(other)
+    digests = dict(recorded["weights"]["files"])
+    assert digests["model.safetensors"] == hashlib.sha256((other / "model.safetensors").read_bytes()).hexdigest()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from simpo.reference.identity import policy_identity, table_fingerprint, weights
 from simpo.reference.kl_pairs import KLPartners
 from simpo.reference.provider import AdapterOffReference, CachedReference, ModelReference, ReferenceProvider
 
+log = logging.getLogger(__name__)
 DIGEST_MEMO = "digests"  # under the cache root: the content digests of weight files, by path and stat
 
 
@@ -71,18 +74,28 @@ def build_reference(
         factory: builds a model from a weights source (``None``: the initial policy, re-seeded for a random init).
         fingerprint_parts: what else a cached table depends on (data fingerprints, dtype, precision, KL pairs).
         policy_source: ``policy_identity`` of the initial policy.
+
+    The provider's ``identity`` says which weights serve as the reference (``mode``, ``name_or_path`` and the
+    weights' identity: the files' content digests, or the random init); it is logged here and ``train.py`` writes it
+    into ``status.json``; a cached table's metadata holds it too.
     """
     name = reference.get("name_or_path")
+    provider: ReferenceProvider
     if mode == "adapter_off":
         from simpo.models.adapters import adapters_disabled
 
-        return AdapterOffReference(adapters_disabled)
-    if mode == "model":
-        return ModelReference(lambda: factory(name))
-    weights = weights_identity(name, digest_memo()) if name is not None else policy_source
-    parts = {**fingerprint_parts, "reference": weights}
-    path = cache_root() / "reference" / f"{table_fingerprint(parts)}.pt"
-    return CachedReference(path, parts, lambda: factory(name), policy_is_reference=name is None)
+        provider, weights = AdapterOffReference(adapters_disabled), {"base": "the policy's frozen base, adapters off"}
+    else:
+        weights = weights_identity(name, digest_memo()) if name is not None else policy_source
+        if mode == "model":
+            provider = ModelReference(lambda: factory(name))
+        else:
+            parts = {**fingerprint_parts, "reference": weights}
+            path = cache_root() / "reference" / f"{table_fingerprint(parts)}.pt"
+            provider = CachedReference(path, parts, lambda: factory(name), policy_is_reference=name is None)
+    provider.identity = {"mode": mode, "name_or_path": name, "weights": weights}
+    log.info("reference=%s: %s", mode, json.dumps(provider.identity["weights"], default=str)[:500])
+    return provider
 
 
 def digest_memo() -> Path:

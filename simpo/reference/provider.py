@@ -51,6 +51,7 @@ class ModelReference:
     """``reference=model``: a frozen copy of the reference beside the policy, run without gradients on each batch."""
 
     mode = "model"
+    identity: dict[str, Any] | None = None  # which weights serve as the reference (set by ``build_reference``)
 
     def __init__(self, factory: ModelFactory) -> None:
         self.factory = factory
@@ -76,6 +77,7 @@ class AdapterOffReference:
     """
 
     mode = "adapter_off"
+    identity: dict[str, Any] | None = None
 
     def __init__(self, disabled: Callable[[PreTrainedModel], AbstractContextManager[None]]) -> None:
         self.disabled = disabled
@@ -106,6 +108,7 @@ class CachedReference:
     """
 
     mode = "cached"
+    identity: dict[str, Any] | None = None
 
     def __init__(self, path: Path, meta: dict[str, Any], factory: ModelFactory, policy_is_reference: bool) -> None:
         self.path = path
