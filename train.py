@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from callbacks.final_checkpoint import FinalCheckpoint
 from callbacks.preemption import RunInterrupted
 from callbacks.trainable_checkpoint import TrainableOnlyCheckpoint
-from data.tokenizers import BUNDLED, load_tokenizer
+from data.tokenizers import BUNDLED, cache_root, load_tokenizer
 from simpo.config.config_checks import check_train_config
 from simpo.config.entrypoint import (
     PROJECT_ROOT,
@@ -48,7 +48,7 @@ from simpo.reference.build import (
     policy_identity,
 )
 from simpo.runs.lock import RunDirInUseError, RunDirLock
-from simpo.runs.outputs import check_output_directory
+from simpo.runs.outputs import check_output_directory, check_writable_directory
 from simpo.runs.resume import (
     CheckpointInfo,
     changed_settings,
@@ -201,6 +201,7 @@ def prepare(cfg: DictConfig) -> PreparedRun:
     export = (cfg.get("callbacks") or {}).get("hf_export")
     if export is not None and rank_zero_only.rank == 0:  # written at the very end: found unwritable before training
         check_output_directory(export.dirpath, "callbacks.hf_export.dirpath")
+    check_writable_directory(cache_root(), "SIMPO_CACHE (the cache of tokenizers, tokenised data, reference tables)")
     resume = read_checkpoint(plan.ckpt_path) if plan.ckpt_path else None
     changed: dict[str, dict[str, Any]] = {}
     if resume is not None:

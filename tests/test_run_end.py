@@ -74,3 +74,16 @@ def test_an_export_that_fails_at_the_end_leaves_a_resumable_checkpoint_and_names
                                            f"callbacks.hf_export.dirpath={exports}/hf"]))  # fmt: skip
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
     assert (exports / "hf" / "model.safetensors").is_file()
+
+
+def test_an_unwritable_cache_or_a_negative_seed_is_refused_by_name_before_anything_is_written(tmp_path, monkeypatch):
+    """A cache directory that cannot be written failed with a raw traceback, and only after the reference pass had
+    been computed; ``seed=-1`` reported numpy's bounds instead of the key."""
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("SIMPO_CACHE", "/proc/no_such_cache")
+    with pytest.raises(RunDirError, match=r"SIMPO_CACHE \(the cache of .*\)=/proc/no_such_cache cannot be written"):
+        run_and_record(compose_train(run_dir, SHORT))
+    monkeypatch.delenv("SIMPO_CACHE")
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*32\).*not -1"):
+        run_and_record(compose_train(run_dir, [*SHORT, "seed=-1"]))
+    assert not run_dir.exists() or not any(run_dir.iterdir())

@@ -28,7 +28,7 @@ PRECISIONS = {"32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true",
 # key -> (predicate, what the key must be)
 Rule = tuple[Callable[[Any], bool], str]
 RULES: dict[str, Rule] = {
-    "seed": (is_integer, "an integer"),
+    "seed": (lambda v: is_integer(v) and 0 <= v < 2**32, "an integer in [0, 2**32) (numpy seeds take no other)"),
     "loss.beta": (lambda v: is_number(v) and v > 0, "a positive number"),
     "loss.gamma_beta_ratio": (is_number, "a number (the SimPO authors use 0 to 1)"),
     "loss.label_smoothing": (lambda v: is_number(v) and 0 <= v < 0.5, "a number in [0, 0.5)"),

@@ -1,5 +1,6 @@
-"""Output paths are checked before training: a directory the run will write at its end (the Hugging Face export)
-must be one it can create and write, or the command is refused naming the key, before anything is written."""
+"""Output paths are checked before training: a directory the run will write at its end (the Hugging Face export),
+or all along (the cache), must be one it can create and write, or the command is refused naming the key, before
+anything is written."""
 
 from __future__ import annotations
 
@@ -8,6 +9,35 @@ import tempfile
 from pathlib import Path
 
 from simpo.errors import RunDirError
+
+
+def check_writable_directory(path: str | Path, key: str) -> Path:
+    """Refuse, naming ``key``, a directory in which files cannot be created: ``path`` itself when it exists, else the
+    nearest ancestor that exists (tried with a probe file, removed at once). Returns the path, user-expanded.
+
+    Raises:
+        RunDirError: a file in the way, or a directory this user cannot write (permissions, a read-only mount).
+    """
+    target = Path(path).expanduser()
+    where = target
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        raise RunDirError(f"{key}={path} cannot be created: {where} is a file, not a directory")
+    _probe(where, key, path)
+    return target
+
+
+def _probe(directory: Path, key: str, path: str | Path) -> None:
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".simpo-write-probe-", dir=directory)
+    except OSError as error:
+        raise RunDirError(
+            f"{key}={path} cannot be written: creating a file in {directory} fails ({error.strerror or error}); "
+            "give a directory this user can write"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def check_output_directory(path: str | Path, key: str) -> Path:
@@ -29,13 +59,5 @@ def check_output_directory(path: str | Path, key: str) -> Path:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise RunDirError(f"{key}={path} cannot be created: {ancestor} is a file, not a directory")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".simpo-write-probe-", dir=ancestor)
-    except OSError as error:
-        raise RunDirError(
-            f"{key}={path} cannot be written: creating a file in {ancestor} fails ({error.strerror or error}); "
-            "give a directory this user can write"
-        ) from None
-    os.close(fd)
-    os.unlink(probe)
+    _probe(ancestor, key, path)
     return target
