@@ -19,21 +19,23 @@ def check_writable_directory(path: str | Path, key: str) -> Path:
         RunDirError: a file in the way, or a directory this user cannot write (permissions, a read-only mount).
     """
     target = Path(path).expanduser()
-    where = target
+    _check_creatable_in(target, key, path)
+    return target
+
+
+def _check_creatable_in(start: Path, key: str, path: str | Path) -> None:
+    """A file can be created in ``start``, or in its nearest ancestor that exists (probed); messages name
+    ``key``=``path``."""
+    where = start
     while not where.exists() and where != where.parent:
         where = where.parent
     if not where.is_dir():
         raise RunDirError(f"{key}={path} cannot be created: {where} is a file, not a directory")
-    _probe(where, key, path)
-    return target
-
-
-def _probe(directory: Path, key: str, path: str | Path) -> None:
     try:
-        fd, probe = tempfile.mkstemp(prefix=".simpo-write-probe-", dir=directory)
+        fd, probe = tempfile.mkstemp(prefix=".simpo-write-probe-", dir=where)
     except OSError as error:
         raise RunDirError(
-            f"{key}={path} cannot be written: creating a file in {directory} fails ({error.strerror or error}); "
+            f"{key}={path} cannot be written: creating a file in {where} fails ({error.strerror or error}); "
             "give a directory this user can write"
         ) from None
     os.close(fd)
@@ -54,10 +56,5 @@ def check_output_directory(path: str | Path, key: str) -> Path:
         raise RunDirError(f"{key}={path} names no directory of its own: give a directory path such as {path}/hf")
     if target.exists() and not target.is_dir():
         raise RunDirError(f"{key}={path} is a file, not a directory: give a directory path")
-    ancestor = target.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise RunDirError(f"{key}={path} cannot be created: {ancestor} is a file, not a directory")
-    _probe(ancestor, key, path)
+    _check_creatable_in(target.parent, key, path)
     return target
