@@ -224,7 +224,7 @@ def exactness(ctx: Context) -> None:
 
     import lightning as L
     import torch
-    from step_bench import TINY_LLAMA
+    from step_bench import TINY_LLAMA, grad_error
     from torch.utils.data import DataLoader
 
     from data.datamodule import PreferenceDataModule
@@ -293,11 +293,6 @@ def exactness(ctx: Context) -> None:
         )
         trainer.fit(module, train_dataloaders=DataLoader(OneBatch(), batch_size=None))
         return capture.loss, capture.grads
-
-    def grad_error(grads: dict, ref: dict) -> float:
-        num = sum(float((grads[k] - ref[k]).pow(2).sum()) for k in ref)
-        den = sum(float(ref[k].pow(2).sum()) for k in ref)
-        return (num / den) ** 0.5 if set(grads) == set(ref) else float("inf")
 
     started = time.perf_counter()
     ref_loss, ref_grads = step0("cpu", "64-true", chunk)

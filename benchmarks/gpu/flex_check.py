@@ -78,7 +78,7 @@ def flex_attention(ctx: Any) -> None:
     time includes compiling the kernels (forward and backward); the later ones show whether a new length compiles
     again. Without CUDA both sides run SDPA (FlexAttention has no CPU backward): the same code path, rehearsed."""
     import torch
-    from step_bench import SEED, TINY_LLAMA
+    from step_bench import SEED, TINY_LLAMA, grad_error
 
     from data.tokenizers import load_tokenizer
     from simpo.models.policy import build_policy
@@ -110,20 +110,18 @@ def flex_attention(ctx: Any) -> None:
             loss, grads, seconds = loss_and_grads(tested, batch, ctx.device, autocast)
             ref_loss, ref_grads, ref_seconds = loss_and_grads(dense, batch, ctx.device, autocast)
             loss_error = abs(loss - ref_loss) / max(1.0, abs(ref_loss))
-            num = sum(float((grads[k] - ref_grads[k]).pow(2).sum()) for k in ref_grads)
-            den = sum(float(ref_grads[k].pow(2).sum()) for k in ref_grads)
-            grad_error = (num / den) ** 0.5 if set(grads) == set(ref_grads) and den > 0 else float("inf")
-            ok = loss_error <= loss_tol and grad_error <= grad_tol
+            gradient_error = grad_error(grads, ref_grads)
+            ok = loss_error <= loss_tol and gradient_error <= grad_tol
             results.append({"mode": mode, "batch": index, "shape": shapes[index], "loss": loss, "sdpa_loss": ref_loss,
-                            "loss_error": loss_error, "grad_error": grad_error, "seconds": seconds,
+                            "loss_error": loss_error, "grad_error": gradient_error, "seconds": seconds,
                             "sdpa_seconds": ref_seconds, "ok": ok})  # fmt: skip
             ctx.log(f"{mode} batch {index} {shapes[index]}: loss {loss:.6f} vs {ref_loss:.6f}, gradients "
-                    f"{grad_error:.1e}, {seconds:.2f} s ({ref_seconds:.2f} s with SDPA)")  # fmt: skip
+                    f"{gradient_error:.1e}, {seconds:.2f} s ({ref_seconds:.2f} s with SDPA)")  # fmt: skip
             if not ok:
                 failures.append(f"{mode} batch {index}: loss error {loss_error:.1e} (<= {loss_tol:g}), gradient "
-                                f"error {grad_error:.1e} (<= {grad_tol:g})")  # fmt: skip
+                                f"error {gradient_error:.1e} (<= {grad_tol:g})")  # fmt: skip
             rows.append(f"| {mode} | {index} | {shapes[index][0]} x {shapes[index][1]} | {loss:.6f} | "
-                        f"{loss_error:.1e} | {grad_error:.1e} | {seconds:.2f} | {ref_seconds:.2f} | "
+                        f"{loss_error:.1e} | {gradient_error:.1e} | {seconds:.2f} | {ref_seconds:.2f} | "
                         f"{'ok' if ok else 'FAIL'} |")  # fmt: skip
             ctx.update(runs=results)
     # The first batch of a mode compiles its kernels (each dtype its own); the last shows the compiled speed.

@@ -213,6 +213,13 @@ def _reference(size: BenchSize, variant: Variant, objective: Any, datamodule: An
     return provider
 
 
+def grad_error(grads: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> float:
+    """``||g - ref|| / ||ref||`` over all parameters (``inf`` when the names differ or ``ref`` is all zero)."""
+    num = sum(float((grads[k] - ref[k]).pow(2).sum()) for k in ref)
+    den = sum(float(ref[k].pow(2).sum()) for k in ref)
+    return (num / den) ** 0.5 if set(grads) == set(ref) and den > 0 else float("inf")
+
+
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
