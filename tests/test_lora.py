@@ -289,6 +289,7 @@ def step0_margins(run_dir: Path) -> float:
         return next(float(r["val/rewards/margins"]) for r in csv.DictReader(handle) if r.get("val/rewards/margins"))
 
 
+@pytest.mark.slow  # three LoRA DPO runs on a pretrained base (~45 s)
 def test_a_named_reference_is_honoured_under_lora_or_refused_naming_the_key(base_dir, llama3_tokenizer, tmp_path,
                                                                             monkeypatch):  # fmt: skip
     """peft=lora with reference.name_or_path=<another model> silently used the adapter-free base (margins exactly 0

@@ -115,6 +115,7 @@ def test_a_resume_with_an_empty_cache_computes_the_reference_from_the_reference(
     assert first_val_loss(tmp_path / "b") == pytest.approx(math.log(2), abs=1e-5)  # policy == reference at step 0
 
 
+@pytest.mark.slow  # three DPO runs and a reference saved twice (~25 s)
 def test_reference_weights_replaced_in_place_key_a_new_table(small_pairs, tmp_path, monkeypatch, caplog):
     """A reference directory whose weights are replaced in place with the same size and modification time (``touch
     -r``) must not reuse the table of the old weights: tables are keyed by the files' contents. The new table's
