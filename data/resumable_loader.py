@@ -196,14 +196,22 @@ class ResumableDataLoader(DataLoader):
         self._epoch += 1
         self._batches_done = 0
 
+    def _position(self, epoch: int, batches_done: int) -> tuple[int, int]:
+        """``(epoch, batches_done)`` with a finished epoch as the next one's start.
+
+        Lightning knows the epoch's length and never asks for a batch past the last one, so a checkpoint taken
+        after an epoch's last batch (the end of a one-epoch run) finds the epoch unfinished with every batch
+        done; resumed as such, a longer ``trainer.max_epochs`` would start its next epoch with nothing left.
+        """
+        if batches_done >= len(self) > 0:
+            return epoch + 1, 0
+        return epoch, batches_done
+
     def state_dict(self) -> dict[str, Any]:
         """The epoch in progress, the batches of it already handed out, and what gives those batches their meaning:
         the pairs per global batch, or the token-budget plan's digest."""
-        state: dict[str, Any] = {
-            "epoch": self._epoch,
-            "batches_done": self._batches_done,
-            "seed": self.epoch_sampler.seed,
-        }
+        epoch, batches_done = self._position(self._epoch, self._batches_done)
+        state: dict[str, Any] = {"epoch": epoch, "batches_done": batches_done, "seed": self.epoch_sampler.seed}
         if isinstance(self.epoch_sampler, TokenBudgetSampler):
             state["token_budget_plan"] = self.epoch_sampler.digest()
         else:
@@ -230,4 +238,4 @@ class ResumableDataLoader(DataLoader):
                 f"{BUDGET_KEY}, data.layout, data.pack_length, data.pad_to_multiple_of, trainer.devices and (on "
                 "several devices) trainer.accumulate_grad_batches"
             )
-        self._epoch, self._resume_at = state["epoch"], state["batches_done"]
+        self._epoch, self._resume_at = self._position(state["epoch"], state.get("batches_done", 0))

@@ -91,6 +91,23 @@ def test_loader_resumes_mid_epoch_in_the_same_order():
         ResumableDataLoader(data, batch_size=3, seed=8).load_state_dict(state)
 
 
+def test_a_position_at_an_epochs_end_is_the_next_epochs_start():
+    """Lightning stops asking for batches at an epoch's known length, so the loader's generator never sees the end:
+    the position saved there (or by an older checkpoint) must resume at the next epoch, not at an empty one."""
+    data = list(range(10))
+    loader = ResumableDataLoader(data, batch_size=3, seed=7)
+    iterator = iter(loader)
+    epoch0 = [next(iterator).tolist() for _ in range(len(loader))]  # every batch, the generator left suspended
+    assert loader.state_dict() == {"epoch": 1, "batches_done": 0, "seed": 7, "global_batch_rows": 3}
+    straight = ResumableDataLoader(data, batch_size=3, seed=7)
+    assert [b.tolist() for b in straight] == epoch0
+    epoch1 = [b.tolist() for b in straight]  # a straight run's second epoch
+    for state in ({"epoch": 1, "batches_done": 0, "seed": 7}, {"epoch": 0, "batches_done": 4, "seed": 7}):
+        resumed = ResumableDataLoader(data, batch_size=3, seed=7)
+        resumed.load_state_dict(state)
+        assert [b.tolist() for b in resumed] == epoch1 != epoch0
+
+
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()
