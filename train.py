@@ -62,6 +62,7 @@ from simpo.runs.run_dir import RunPlan, apply, earlier_contents, plan_run_dir
 from simpo.runs.run_status import NoTrainingError, write_status
 from simpo.training.checkpoint_io import AtomicCheckpointIO
 from simpo.training.loggers import drop_rows_from_step
+from simpo.training.metric_names import OptimizedMetricError, check_optimized_metric, logged_metrics
 from simpo.training.module import SimPOModule
 from simpo.training.nonfinite import ADVICE
 
@@ -186,11 +187,11 @@ class PreparedRun:
     trainer: L.Trainer
 
 
-def prepare(cfg: DictConfig) -> PreparedRun:
+def prepare(cfg: DictConfig, sweep: bool = False) -> PreparedRun:
     """Check the config, the run directory and the checkpoint, then build data, policy and trainer.
 
     Nothing is written to the run directory here, so a command that fails at this point leaves an earlier run in
-    the same directory untouched.
+    the same directory untouched. In a sweep (``sweep``) the ``optimized_metric`` must be one the run will log.
 
     Raises:
         ConfigError, RunDirError, CheckpointError, FileNotFoundError, ValueError: with the key to change.
@@ -202,6 +203,10 @@ def prepare(cfg: DictConfig) -> PreparedRun:
     if export is not None and rank_zero_only.rank == 0:  # written at the very end: found unwritable before training
         check_output_directory(export.dirpath, "callbacks.hf_export.dirpath")
     check_writable_directory(cache_root(), "SIMPO_CACHE (the cache of tokenizers, tokenised data, reference tables)")
+    callbacks = [build(c, key="callbacks") for c in cfg.callbacks.values() if c is not None] if cfg.callbacks else []
+    if sweep:  # what the sweeper ranks must be logged: checked before any data or model is loaded
+        objective = build_loss(OmegaConf.to_container(cfg.loss, resolve=True))
+        check_optimized_metric(cfg.optimized_metric, logged_metrics(objective, callbacks))
     resume = read_checkpoint(plan.ckpt_path) if plan.ckpt_path else None
     changed: dict[str, dict[str, Any]] = {}
     if resume is not None:
@@ -228,13 +233,14 @@ def prepare(cfg: DictConfig) -> PreparedRun:
     datamodule = build(cfg.data, key="data", tokenizer=tokenizer)
     datamodule.prepare_data()  # load, tokenise and check the data now: a bad file must not touch the run directory
     datamodule.load("fit")
+    if sweep:
+        check_optimized_metric(cfg.optimized_metric, {cfg.optimized_metric}, datamodule.has_validation)
     module = build_module(cfg, tokenizer, datamodule)
     check_context_length(cfg.data.max_length, module.policy.config)
     if resume is not None:  # before anything is written: the checkpoint's weights and data must be this run's
         shapes = {name: tuple(value.shape) for name, value in module.state_dict().items()}
         rows = getattr(datamodule, "train_rows_fingerprint", None)
         check_resume_matches(resume, OmegaConf.to_container(cfg, resolve=True), shapes, rows)
-    callbacks = [build(c, key="callbacks") for c in cfg.callbacks.values() if c is not None] if cfg.callbacks else []
     callbacks.insert(0, FinalCheckpoint())  # the last step is on disk before the export (or anything) can fail
     if cfg.get("peft"):  # checkpoints hold the adapters alone; a resume keeps the rebuilt frozen base
         callbacks.append(TrainableOnlyCheckpoint())
@@ -328,13 +334,15 @@ def run_and_record(cfg: DictConfig, multirun: bool = False) -> float | None:
     with contextlib.ExitStack() as owned:
         try:
             owned.enter_context(owner_lock(cfg))
-            run = prepare(cfg)
+            run = prepare(cfg, sweep=multirun)
         except Exception as error:
             if not multirun:
                 raise
             # the sweep's own new directory: record the failure there (never in one another process owns)
             if not isinstance(error, RunDirInUseError) and not earlier_contents(run_dir):
                 write_status(run_dir, "failed", error=f"{type(error).__name__}: {error}")
+            if isinstance(error, OptimizedMetricError):
+                raise  # every run of the sweep would fail the same way: stop it at its first
             log.exception("run failed its checks; the sweep continues")
             return float("nan")
         return _execute_and_record(run, multirun)

@@ -136,6 +136,8 @@ class ThroughputMonitor(L.Callback):
         peak_flops_per_sec: override the device's peak FLOP/s for the MFU (``None``: look the card up).
     """
 
+    metric_names = ("train/tokens_per_sec", "train/peak_memory_mb", "train/mfu", "train/mfu_palm")
+
     def __init__(self, peak_flops_per_sec: float | None = None) -> None:
         self.peak_flops_per_sec = peak_flops_per_sec
         self._start: float | None = None

@@ -105,3 +105,17 @@ def test_optuna_sweep_runs(tmp_path):
     rows = sweep(tmp_path, "hparams_search=simpo_optuna", "hydra.sweeper.n_trials=2")
     assert len(rows) == 2 and all(r["status"] == "completed" for r in rows)
     assert (tmp_path / "optimization_results.yaml").is_file()
+
+
+@pytest.mark.slow  # a real `train.py -m` process
+def test_a_misspelled_optimized_metric_stops_the_sweep_before_anything_trains(tmp_path):
+    args = [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={tmp_path}", "optimizer.lr=1e-3,1e-4",
+            "optimized_metric=val/acuracy", *FAST]  # fmt: skip
+    out = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    text = out.stdout + out.stderr
+    errors = [line for line in text.splitlines() if "ERROR" in line]
+    assert out.returncode == 1 and "Traceback" not in text, text[-3000:]
+    assert len(errors) == 1 and "optimized_metric=val/acuracy" in errors[0] and "val/rewards/accuracies" in errors[0]
+    record = json.loads((tmp_path / "0" / "status.json").read_text())
+    assert record["status"] == "failed" and "optimized_metric=val/acuracy" in record["error"]
+    assert not (tmp_path / "0" / "checkpoints").exists() and not (tmp_path / "1").exists()  # nothing trained

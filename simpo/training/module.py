@@ -17,13 +17,13 @@ from simpo.core.finite import describe_nonfinite, nonfinite_tensors
 from simpo.core.global_batch import ends_accumulation_window
 from simpo.core.labelled_head import METHOD_NAME, attach_labelled_logps, supports_labelled_head
 from simpo.core.logprobs import SequenceLogps, target_sequence_logps
-from simpo.core.metrics import reward_metrics
 from simpo.core.rng import rng_states, set_rng_states
 from simpo.errors import UserError
 from simpo.objectives import Objective, PairLogps
 from simpo.reference.provider import ReferenceProvider
 from simpo.runs.resume import continue_stopped_epoch
 from simpo.training.fsdp import materialize, shard_policy
+from simpo.training.metric_names import step_metrics
 from simpo.training.nonfinite import NonFiniteError, NonFiniteGuard
 from simpo.training.optim import build_optimizer, squared_norm
 
@@ -211,13 +211,7 @@ class SimPOModule(L.LightningModule):
         finite = torch.isfinite(out.loss.detach())
         self._loss_finite[stage] = finite & self._loss_finite[stage] if stage in self._loss_finite else finite
         n_pairs = chosen.logp_sum.shape[0]
-        metrics = {
-            "loss": out.loss.detach(),
-            **reward_metrics(out.chosen_rewards, out.rejected_rewards, chosen.logp_mean, rejected.logp_mean),
-            "logits/chosen": chosen.logit_sum.sum() / chosen.token_count.sum(),
-            "logits/rejected": rejected.logit_sum.sum() / rejected.token_count.sum(),
-            **{name: value.detach() for name, value in out.metrics.items()},
-        }
+        metrics = step_metrics(out, chosen, rejected)
         if stage == "train":
             self._log_train_window(metrics, n_pairs, batch_idx)
             if "loss_weight" in batch:  # token-budget batches: the step's loss is the mean over the step's pairs
