@@ -47,8 +47,14 @@ from simpo.reference.build import (
     install_reference_collator,
     policy_identity,
 )
-from simpo.runs.lock import RunDirInUseError, RunDirLock
-from simpo.runs.outputs import check_output_directory, check_writable_directory
+from simpo.runs.lock import RunDirInUseError
+from simpo.runs.outputs import (
+    check_output_directory,
+    check_owned_directory,
+    check_writable_directory,
+    hold_directories,
+    outside_run_dir,
+)
 from simpo.runs.resume import (
     CheckpointInfo,
     changed_settings,
@@ -71,6 +77,7 @@ register_resolvers()
 silence_library_noise()
 
 log = logging.getLogger("train")
+OUTPUT_KINDS = {"callbacks.hf_export.dirpath": "Hugging Face export"}  # what each output outside the run holds
 SCHEDULE_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.limit_train_batches", "data.batch_size",
                  "data.global_batch_size", "trainer.accumulate_grad_batches", "optimizer.warmup_ratio",
                  "data.max_tokens_per_batch")  # fmt: skip
@@ -199,9 +206,9 @@ def prepare(cfg: DictConfig, sweep: bool = False) -> PreparedRun:
     check_train_config(cfg)
     run_dir = Path(cfg.run_dir)
     plan = plan_run_dir(run_dir, cfg.ckpt_path, bool(cfg.get("overwrite", False)), is_writer=rank_zero_only.rank == 0)
-    export = (cfg.get("callbacks") or {}).get("hf_export")
-    if export is not None and rank_zero_only.rank == 0:  # written at the very end: found unwritable before training
-        check_output_directory(export.dirpath, "callbacks.hf_export.dirpath")
+    if rank_zero_only.rank == 0:  # written at the very end, or outside the run directory: checked before training
+        for key, path in owned_outputs(cfg).items():
+            check_owned_directory(path, key, cfg.run_dir, bool(cfg.get("overwrite", False)), OUTPUT_KINDS[key])
     check_writable_directory(cache_root(), "SIMPO_CACHE (the cache of tokenizers, tokenised data, reference tables)")
     callbacks = [build(c, key="callbacks") for c in cfg.callbacks.values() if c is not None] if cfg.callbacks else []
     if sweep:  # what the sweeper ranks must be logged: checked before any data or model is loaded
@@ -311,9 +318,27 @@ def execute(run: PreparedRun) -> dict[str, float]:
     return metrics
 
 
-def owner_lock(cfg: DictConfig) -> RunDirLock:
-    """The run directory's lock, taken by the process that writes it (global rank 0) before anything is written."""
-    return RunDirLock(Path(cfg.run_dir), is_writer=rank_zero_only.rank == 0)
+def owned_outputs(cfg: DictConfig) -> dict[str, str]:
+    """The directories outside the run directory that the run writes, by config key; each checked to be a directory
+    the run can create and write (``simpo.runs.outputs``), wherever it lies.
+
+    Raises:
+        RunDirError: a path that names no directory, a file, or one that cannot be written, naming its key.
+    """
+    outputs = {}
+    export = (cfg.get("callbacks") or {}).get("hf_export")
+    if export is not None:
+        check_output_directory(export.dirpath, "callbacks.hf_export.dirpath")
+        if outside_run_dir(export.dirpath, cfg.run_dir):
+            outputs["callbacks.hf_export.dirpath"] = export.dirpath
+    return outputs
+
+
+def owner_lock(cfg: DictConfig) -> contextlib.AbstractContextManager:
+    """The locks of the run directory and of the outputs outside it, taken by the process that writes them (global
+    rank 0) before anything is written."""
+    writer = rank_zero_only.rank == 0
+    return hold_directories(cfg.run_dir, owned_outputs(cfg) if writer else {}, is_writer=writer)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -10,8 +10,9 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 
 from simpo.core.finite import describe_nonfinite, nonfinite_tensors
 from simpo.errors import ExportError
-from simpo.io import atomic_directory
+from simpo.io import atomic_directory, write_json
 from simpo.models.adapters import is_adapted, save_export
+from simpo.runs.outputs import OWNER_FILE, owner_record
 from simpo.training.fsdp import gather_full_state_dict
 from simpo.training.nonfinite import NonFiniteError
 
@@ -27,9 +28,11 @@ class HFExport(L.Callback):
     the previous complete export or the new complete one. The
     result loads with ``AutoModelForCausalLM.from_pretrained``; a policy with adapters exports the merged model, or
     with ``peft.export=adapter`` the adapter alone (loads with peft onto its base). Weights holding NaN/inf are
-    never exported (``NonFiniteError``), and a run none of whose steps was applied exports nothing. A directory that
-    cannot be written stops the run with ``ExportError`` naming ``dirpath`` (``train.py`` checks it before training,
-    and checkpoints the last step before the export: ``callbacks.final_checkpoint``).
+    never exported (``NonFiniteError``), and a run none of whose steps was applied exports nothing. The export holds
+    ``.simpo-owner.json`` naming the run (``simpo.runs.outputs``: a directory outside the run directory is only ever
+    replaced by the run that wrote it, or with ``overwrite=true``). A directory that cannot be written stops the run
+    with ``ExportError`` naming ``dirpath`` (``train.py`` checks it before training, and checkpoints the last step
+    before the export: ``callbacks.final_checkpoint``).
 
     Args:
         dirpath: target directory (``<run dir>/hf`` in the default configuration).
@@ -64,7 +67,7 @@ class HFExport(L.Callback):
         failure: OSError | None = None
         if trainer.is_global_zero:
             try:
-                self._write(pl_module, state_dict)
+                self._write(pl_module, state_dict, trainer.default_root_dir)
             except OSError as error:  # unwritable, full disk, ...: the temporary is gone, the previous export stays
                 failure = error
         if trainer.strategy.reduce_boolean_decision(failure is not None, all=False):  # every rank stops, none waits
@@ -77,7 +80,7 @@ class HFExport(L.Callback):
             log.info("exported the policy in Hugging Face format to %s", self.dirpath)
         trainer.strategy.barrier("hf_export")
 
-    def _write(self, pl_module: L.LightningModule, state_dict: dict | None) -> None:
+    def _write(self, pl_module: L.LightningModule, state_dict: dict | None, run_dir: str) -> None:
         with atomic_directory(self.dirpath) as tmp:
             if is_adapted(pl_module.policy):
                 peft = (pl_module.hparams.get("config") or {}).get("peft") or {}
@@ -88,3 +91,4 @@ class HFExport(L.Callback):
                 )
             if pl_module.tokenizer is not None:
                 pl_module.tokenizer.save_pretrained(tmp)
+            write_json(tmp / OWNER_FILE, owner_record(run_dir))  # marks the directory as this run's export

@@ -39,16 +39,18 @@ class RunDirLock:
     """A context manager holding the lock on ``run_dir`` (created if missing) from ``__enter__`` to ``__exit__``.
 
     Args:
-        run_dir: the run directory (``hydra.run.dir``).
+        run_dir: the run directory (``hydra.run.dir``), or an output directory the run owns outside it.
         is_writer: this process writes the run directory (global rank 0); the others take no lock.
+        key: for an output directory, the config key that names it (messages name ``key=<path>``).
 
     Raises (from ``__enter__``):
         RunDirInUseError: another process holds it; the message names its process id, host, start and command.
     """
 
-    def __init__(self, run_dir: Path, is_writer: bool = True) -> None:
+    def __init__(self, run_dir: Path, is_writer: bool = True, key: str | None = None) -> None:
         self.path = Path(run_dir) / LOCK_FILE
         self.is_writer = is_writer
+        self.key = key
         self._fd: int | None = None
         self._created = False
 
@@ -64,6 +66,11 @@ class RunDirLock:
             except OSError as error:
                 holder = _read_holder(fd) if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else None
                 os.close(fd)
+                if holder is not None and self.key is not None:
+                    raise RunDirInUseError(
+                        f"{self.key}={self.path.parent} is in use by {holder}: wait for that run to end, or give "
+                        "another directory"
+                    ) from None
                 if holder is not None:
                     raise RunDirInUseError(
                         f"the run directory {self.path.parent} is in use by {holder}: wait for that run to end, or "
@@ -103,7 +110,7 @@ def _same_file(fd: int, path: Path) -> bool:
     """Whether ``path`` still names the open file ``fd``."""
     try:
         named = os.stat(path)
-    except FileNotFoundError:
+    except OSError:  # gone, or a parent replaced (by a file, by another directory)
         return False
     opened = os.fstat(fd)
     return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)

@@ -1,14 +1,27 @@
 """Output paths are checked before training: a directory the run will write at its end (the Hugging Face export),
 or all along (the cache), must be one it can create and write, or the command is refused naming the key, before
-anything is written."""
+anything is written.
+
+An output directory outside the run directory is owned as the run directory is: locked while a run uses it
+(``simpo.runs.lock``), recognised by the owner file the project writes into it (``OWNER_FILE``, naming the run), and
+never replacing files the project did not write (``check_owned_directory``)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import os
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from simpo.errors import RunDirError
+from simpo.runs.lock import LOCK_FILE, RunDirLock
+
+log = logging.getLogger(__name__)
+
+OWNER_FILE = ".simpo-owner.json"  # in an output directory the project wrote: {"run_dir": <the run that wrote it>}
 
 
 def check_writable_directory(path: str | Path, key: str) -> Path:
@@ -58,3 +71,74 @@ def check_output_directory(path: str | Path, key: str) -> Path:
         raise RunDirError(f"{key}={path} is a file, not a directory: give a directory path")
     _check_creatable_in(target.parent, key, path)
     return target
+
+
+def owner_record(run_dir: str | Path) -> dict[str, str]:
+    """What ``OWNER_FILE`` holds: the run directory (absolute) of the run that wrote the output."""
+    return {"run_dir": str(Path(run_dir).expanduser().resolve())}
+
+
+def read_owner(directory: Path) -> str | None:
+    """The run directory named by ``directory``'s ``OWNER_FILE``, or ``None`` (no file, or not one the project
+    wrote)."""
+    try:
+        record = json.loads((directory / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    owner = record.get("run_dir") if isinstance(record, dict) else None
+    return owner if isinstance(owner, str) else None
+
+
+def outside_run_dir(path: str | Path, run_dir: str | Path) -> bool:
+    """Whether ``path`` lies outside ``run_dir`` (whose own rules, ``simpo.runs.run_dir``, cover what is inside)."""
+    return not Path(path).expanduser().resolve().is_relative_to(Path(run_dir).expanduser().resolve())
+
+
+def check_owned_directory(path: str | Path, key: str, run_dir: str | Path, overwrite: bool, what: str) -> None:
+    """Refuse, naming ``key``, to write ``what`` (e.g. "Hugging Face export") into a directory outside the run
+    directory that holds files the project did not write, or another run's output without ``overwrite=true``.
+
+    Absent or empty (this run's lock aside), or written by this same run (a resume): fine.
+
+    Raises:
+        RunDirError: the directory holds foreign files (never replaced, even with ``overwrite=true``), or another
+            run's output (``overwrite=true`` replaces it).
+    """
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        return
+    entries = sorted(entry.name for entry in directory.iterdir() if entry.name != LOCK_FILE)
+    if not entries:
+        return
+    owner = read_owner(directory)
+    if owner is None:
+        shown = ", ".join(entries[:6]) + (", ..." if len(entries) > 6 else "")
+        raise RunDirError(
+            f"{key}={path} holds files this project did not write ({shown}; no {OWNER_FILE}): nothing there is "
+            f"replaced, even with overwrite=true. Give a new or empty directory for the {what} (an output of an "
+            f"earlier version of this project has no {OWNER_FILE}: move it away first)"
+        )
+    if owner == owner_record(run_dir)["run_dir"]:
+        return
+    if overwrite:
+        log.warning("overwrite=true: the %s of the run in %s at %s is replaced by this run's", what, owner, path)
+        return
+    raise RunDirError(
+        f"{key}={path} holds the {what} of another run ({owner}): give another directory, or replace it with "
+        "overwrite=true"
+    )
+
+
+@contextlib.contextmanager
+def hold_directories(run_dir: str | Path, outputs: Mapping[str, str | Path], is_writer: bool = True) -> Iterator[None]:
+    """Hold the locks of the run directory and of ``outputs`` (``{key: directory}``, those outside the run directory)
+    for the life of the block; only the writing process (global rank 0) locks.
+
+    Raises:
+        RunDirInUseError: another live process holds one of them (the message names the key and the holder).
+    """
+    with contextlib.ExitStack() as held:
+        held.enter_context(RunDirLock(Path(run_dir), is_writer))
+        for key, path in outputs.items():
+            held.enter_context(RunDirLock(Path(path).expanduser(), is_writer, key=key))
+        yield

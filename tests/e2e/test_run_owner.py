@@ -78,3 +78,20 @@ def test_a_resume_with_another_model_is_refused_by_key_and_leaves_the_finished_r
            "checkpoint, 256 here; 6 weight(s) of another shape (policy.model.layers.0.mlp.gate_proj.weight " \
            "(192, 64) -> (256, 64)" in errors[0], errors  # fmt: skip
     assert run_files(run_dir) == before  # status.json still completed, metrics.csv whole, checkpoint untouched
+
+
+@pytest.mark.slow  # a real train.py process
+def test_an_export_into_a_models_folder_is_refused_in_one_line_and_changes_nothing(tmp_path):
+    folder = tmp_path / "models" / "llama"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"precious weights")
+    (folder / "config.json").write_text("{}")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    out = run_command("train.py", f"hydra.run.dir={tmp_path / 'run'}", f"callbacks.hf_export.dirpath={folder}",
+                      "overwrite=true", cwd=tmp_path)  # fmt: skip
+    text = out.stdout + out.stderr
+    errors = [line for line in text.splitlines() if "ERROR" in line]
+    assert out.returncode == 1 and "Traceback" not in text and len(errors) == 1, text[-3000:]
+    assert f"callbacks.hf_export.dirpath={folder} holds files this project did not write" in errors[0]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert not (tmp_path / "run" / "checkpoints").exists()
