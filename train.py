@@ -77,7 +77,8 @@ register_resolvers()
 silence_library_noise()
 
 log = logging.getLogger("train")
-OUTPUT_KINDS = {"callbacks.hf_export.dirpath": "Hugging Face export"}  # what each output outside the run holds
+OUTPUT_KINDS = {"callbacks.hf_export.dirpath": "Hugging Face export",  # what each output outside the run holds
+                "callbacks.model_checkpoint.dirpath": "checkpoints"}  # fmt: skip
 SCHEDULE_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.limit_train_batches", "data.batch_size",
                  "data.global_batch_size", "trainer.accumulate_grad_batches", "optimizer.warmup_ratio",
                  "data.max_tokens_per_batch")  # fmt: skip
@@ -205,7 +206,8 @@ def prepare(cfg: DictConfig, sweep: bool = False) -> PreparedRun:
     """
     check_train_config(cfg)
     run_dir = Path(cfg.run_dir)
-    plan = plan_run_dir(run_dir, cfg.ckpt_path, bool(cfg.get("overwrite", False)), is_writer=rank_zero_only.rank == 0)
+    plan = plan_run_dir(run_dir, cfg.ckpt_path, bool(cfg.get("overwrite", False)), rank_zero_only.rank == 0,
+                        checkpoint_dir(cfg))  # fmt: skip
     if rank_zero_only.rank == 0:  # written at the very end, or outside the run directory: checked before training
         for key, path in owned_outputs(cfg).items():
             check_owned_directory(path, key, cfg.run_dir, bool(cfg.get("overwrite", False)), OUTPUT_KINDS[key])
@@ -331,7 +333,31 @@ def owned_outputs(cfg: DictConfig) -> dict[str, str]:
         check_output_directory(export.dirpath, "callbacks.hf_export.dirpath")
         if outside_run_dir(export.dirpath, cfg.run_dir):
             outputs["callbacks.hf_export.dirpath"] = export.dirpath
+    checkpoints = checkpoint_dir(cfg)
+    if checkpoints is not None:
+        check_output_directory(checkpoints, "callbacks.model_checkpoint.dirpath")
+        if outside_run_dir(checkpoints, cfg.run_dir):
+            outputs["callbacks.model_checkpoint.dirpath"] = str(checkpoints)
     return outputs
+
+
+def checkpoint_dir(cfg: DictConfig) -> Path | None:
+    """``callbacks.model_checkpoint.dirpath`` (where ``ckpt_path=last`` looks), or ``None``: ``<run_dir>/checkpoints``.
+
+    Raises:
+        UserError: ``callbacks.preemption.dirpath`` set to another directory (its ``last.ckpt`` would not be found).
+    """
+    callbacks = cfg.get("callbacks") or {}
+    saver, preemption = callbacks.get("model_checkpoint"), callbacks.get("preemption")
+    dirpath = Path(saver.dirpath).expanduser() if saver is not None and saver.get("dirpath") else None
+    other = preemption.get("dirpath") if preemption is not None else None
+    if other is not None and Path(other).expanduser() != (dirpath or Path(cfg.run_dir) / "checkpoints"):
+        raise UserError(
+            f"callbacks.preemption.dirpath={other} differs from the checkpoint directory "
+            f"(callbacks.model_checkpoint.dirpath={dirpath}): ckpt_path=last would not find what it saves. Leave "
+            "callbacks.preemption.dirpath=null (it follows callbacks.model_checkpoint.dirpath)"
+        )
+    return dirpath
 
 
 def owner_lock(cfg: DictConfig) -> contextlib.AbstractContextManager:
@@ -384,7 +410,7 @@ def _execute_and_record(run: PreparedRun, multirun: bool) -> float | None:
     except (KeyboardInterrupt, SystemExit) as stop:
         step = run.trainer.global_step
         write_status(run_dir, "interrupted", error=f"{type(stop).__name__} before a checkpoint", step=step)
-        if (run_dir / "checkpoints" / "last.ckpt").exists():
+        if (run.plan.checkpoints / "last.ckpt").exists():
             log.warning("interrupted at step %d; resume from the last checkpoint with hydra.run.dir=%s ckpt_path=last",
                         step, run_dir)  # fmt: skip
         else:

@@ -47,12 +47,14 @@ class PreemptionCheckpoint(L.Callback):
     acts at once, with the default behaviour of that signal. If the step was the last one, the run simply completes.
 
     Args:
-        dirpath: the checkpoint directory (the same as ``ModelCheckpoint``'s).
+        dirpath: the checkpoint directory; ``None`` (the default): the ``ModelCheckpoint``'s, else
+            ``<run_dir>/checkpoints``, so that ``ckpt_path=last`` finds it.
         signals: names of the signals handled.
     """
 
-    def __init__(self, dirpath: str, signals: tuple[str, ...] = ("SIGINT", "SIGTERM", "SIGUSR1")) -> None:
-        self.dirpath = Path(dirpath)
+    def __init__(self, dirpath: str | None = None, signals: tuple[str, ...] = ("SIGINT", "SIGTERM", "SIGUSR1")) -> None:
+        self.dirpath = Path(dirpath) if dirpath is not None else None
+        self.run_dir: Path | None = None
         self.signals = [getattr(signal, name) for name in signals]
         self.requested: signal.Signals | None = None
         self.saved: str | None = None
@@ -67,6 +69,10 @@ class PreemptionCheckpoint(L.Callback):
             signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.run_dir = Path(trainer.default_root_dir)
+        if self.dirpath is None:
+            saver = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
+            self.dirpath = Path(saver.dirpath) if saver is not None and saver.dirpath else self.run_dir / "checkpoints"
         # Installed after Lightning's own SIGTERM notifier (registered after on_fit_start), which would
         # otherwise stop the run at the next batch, inside an accumulation window, without a checkpoint.
         for signum in self.signals:
@@ -97,18 +103,18 @@ class PreemptionCheckpoint(L.Callback):
             return
         if self.requested is None:  # another process received it
             self.requested = signal.SIGTERM
-        path = self.dirpath / "last.ckpt"
+        path = Path(self.dirpath) / "last.ckpt"
         trainer.save_checkpoint(path)
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint):  # no second, end-of-epoch "last" over this one
                 callback._last_global_step_saved = trainer.global_step
         self.saved, self._stop_step = str(path), trainer.global_step
         log.warning("%s: saved %s at step %d; resume with hydra.run.dir=%s ckpt_path=last", self.requested.name,
-                    path, trainer.global_step, self.dirpath.parent)  # fmt: skip
+                    path, trainer.global_step, self.run_dir)  # fmt: skip
 
     def _exit(self) -> None:
         if self._stop_step is not None and self.requested is not None:
-            raise RunInterrupted(self.requested, self._stop_step, self.saved, self.dirpath.parent)
+            raise RunInterrupted(self.requested, self._stop_step, self.saved, self.run_dir)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         # Exit here rather than right after saving, so the saved step's metrics are logged first.

@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from callbacks.preemption import PreemptionCheckpoint
+from simpo.errors import UserError
+from simpo.io import read_torch_file
 from simpo.runs.lock import RunDirInUseError
 from simpo.runs.outputs import OWNER_FILE
 from simpo.runs.run_dir import RunDirError
 from tests.conftest import TINY_OVERRIDES, compose_train
 from tests.simpo.test_run_lock import hold
-from train import run_and_record
+from train import prepare, run_and_record
 
 SHORT = [*TINY_OVERRIDES, "trainer.max_steps=2", "trainer.limit_val_batches=2", "trainer.val_check_interval=2",
          "callbacks.model_checkpoint.every_n_train_steps=2"]  # fmt: skip
@@ -82,3 +85,49 @@ def test_an_export_directory_in_use_by_a_live_run_is_refused_naming_the_key_and_
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+CKPT = "callbacks.model_checkpoint.dirpath"
+
+
+def test_runs_sharing_a_checkpoint_directory_never_overwrite_each_other_and_last_is_found_there(tmp_path):
+    shared = tmp_path / "scratch" / "ckpts"
+    first = tmp_path / "first"
+    run_and_record(compose_train(first, [*SHORT, f"{CKPT}={shared}"]))
+    assert json.loads((shared / OWNER_FILE).read_text()) == {"run_dir": str(first.resolve())}
+    assert not (first / "checkpoints").exists()
+    saved = (shared / "last.ckpt").read_bytes()
+    second = tmp_path / "second"
+    with pytest.raises(RunDirError, match=rf"{CKPT}=.*ckpts holds the checkpoints of another run \({first.resolve()}"):
+        run_and_record(compose_train(second, [*SHORT, f"{CKPT}={shared}"]))
+    assert (shared / "last.ckpt").read_bytes() == saved and not second.exists()
+    # ckpt_path=last finds the checkpoint where the run put it, and continues it
+    run_and_record(compose_train(first, [*SHORT, f"{CKPT}={shared}", "ckpt_path=last", "trainer.max_steps=3"]))
+    record = json.loads((first / "status.json").read_text())
+    assert record["status"] == "completed" and record["resumed_from"] == str(shared / "last.ckpt")
+    assert read_torch_file(shared / "last.ckpt")["global_step"] == 3
+    # overwrite=true in a new run directory replaces the first run's checkpoints, not the files beside them
+    (shared / "README.txt").write_text("scratch space")
+    run_and_record(
+        compose_train(
+            second, [*SHORT, f"{CKPT}={shared}", "overwrite=true", "trainer.max_steps=1", "optimizer.warmup_ratio=0"]
+        )
+    )
+    assert read_torch_file(shared / "last.ckpt")["global_step"] == 1
+    assert sorted(p.name for p in shared.iterdir()) == [OWNER_FILE, "README.txt", "last.ckpt"]  # step000002.ckpt gone
+
+
+def test_a_preemption_directory_other_than_the_checkpoint_directory_is_refused(tmp_path):
+    with pytest.raises(UserError, match=r"callbacks.preemption.dirpath=.*elsewhere differs from the checkpoint dir"):
+        run_and_record(compose_train(tmp_path / "run", [*SHORT, f"callbacks.preemption.dirpath={tmp_path}/elsewhere"]))
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_preemption_checkpoint_goes_where_the_checkpoints_go(tmp_path):
+    run = prepare(compose_train(tmp_path / "run", [*SHORT, f"{CKPT}={tmp_path / 'ckpts'}"]))
+    preemption = next(c for c in run.trainer.callbacks if isinstance(c, PreemptionCheckpoint))
+    try:
+        preemption.on_train_start(run.trainer, run.module)
+    finally:
+        preemption._restore()
+    assert preemption.dirpath == tmp_path / "ckpts" and preemption.run_dir == tmp_path / "run"

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simpo.errors import MissingFileError, RunDirError
-from simpo.io import remove_stale_temporaries, target_name
+from simpo.io import remove_stale_temporaries, target_name, write_json
 from simpo.runs.lock import LOCK_FILE
+from simpo.runs.outputs import OWNER_FILE, outside_run_dir, owner_record
 from simpo.runs.run_status import read_status
 
 __all__ = ["RunDirError", "RunPlan", "apply", "earlier_contents", "plan_run_dir"]
@@ -35,19 +36,30 @@ class RunPlan:
         ckpt_path: the checkpoint to resume from (a file, or a directory for sharded checkpoints), or ``None``.
         cleared: the earlier run's own files removed before starting (``overwrite=true``, or ``ckpt_path=auto``
             replacing an attempt that never saved a checkpoint); foreign files are never in it.
+        checkpoint_dir: where the run's checkpoints go (``callbacks.model_checkpoint.dirpath``), ``None`` for
+            ``<run_dir>/checkpoints``.
+        clear_checkpoints: remove the checkpoints in a ``checkpoint_dir`` outside the run directory (the replaced
+            run's, with ``overwrite=true``).
     """
 
     run_dir: Path
     ckpt_path: str | None
     cleared: tuple[str, ...] = ()
+    checkpoint_dir: Path | None = None
+    clear_checkpoints: bool = False
+
+    @property
+    def checkpoints(self) -> Path:
+        """The checkpoint directory."""
+        return self.checkpoint_dir if self.checkpoint_dir is not None else self.run_dir / "checkpoints"
 
 
-def _resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """``last`` -> ``<run_dir>/checkpoints/last.ckpt``; ``auto`` -> the same if it exists, else ``None``; a path must
-    exist; ``None`` starts fresh."""
+def _resolve_checkpoint(ckpt_path: str | None, run_dir: Path, checkpoints: Path) -> str | None:
+    """``last`` -> ``<checkpoints>/last.ckpt``; ``auto`` -> the same if it exists, else ``None``; a path must exist;
+    ``None`` starts fresh."""
     if ckpt_path is None:
         return None
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = checkpoints / "last.ckpt"
     if ckpt_path == "auto":
         return str(last) if last.exists() else None
     path = last if ckpt_path == "last" else Path(ckpt_path).expanduser()
@@ -57,7 +69,7 @@ def _resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
             hint = (f" (the run in {run_dir} never saved a checkpoint: start it again with ckpt_path=auto, or without "
                     "ckpt_path)")  # fmt: skip
         elif ckpt_path == "last":
-            hint = f" (set hydra.run.dir to the directory of the run to resume; {run_dir} has no checkpoints/last.ckpt)"
+            hint = f" (set hydra.run.dir to the directory of the run to resume; {checkpoints} has no last.ckpt)"
         raise MissingFileError(f"ckpt_path={ckpt_path}: no checkpoint at {path}{hint}")
     return str(path)
 
@@ -75,7 +87,13 @@ def own_files(names: list[str]) -> list[str]:
     return [name for name in names if target_name(name) in RUN_FILES]
 
 
-def plan_run_dir(run_dir: Path, ckpt_path: str | None, overwrite: bool = False, is_writer: bool = True) -> RunPlan:
+def plan_run_dir(
+    run_dir: Path,
+    ckpt_path: str | None,
+    overwrite: bool = False,
+    is_writer: bool = True,
+    checkpoint_dir: Path | None = None,
+) -> RunPlan:
     """Decide how to use ``run_dir``; nothing is written or removed yet (see ``apply``), except that a save of
     ``checkpoints/last.ckpt`` that a killed run left half-swapped is finished or undone first (on file systems without
     an atomic exchange, ``simpo.io.remove_stale_temporaries``), so that ``ckpt_path=last`` finds the checkpoint.
@@ -89,6 +107,9 @@ def plan_run_dir(run_dir: Path, ckpt_path: str | None, overwrite: bool = False, 
         overwrite: the ``overwrite`` key: replace an earlier run in ``run_dir`` (its own files only).
         is_writer: this process writes the run directory (global rank 0). The others neither check its contents
             (rank 0 may already have written into it) nor clear anything.
+        checkpoint_dir: ``callbacks.model_checkpoint.dirpath`` (``None``: ``<run_dir>/checkpoints``), where
+            ``ckpt_path=last`` looks. One outside the run directory is checked and locked as an output of its own
+            (``simpo.runs.outputs``); ``overwrite=true`` clears its checkpoints too.
 
     A directory whose only run never saved a checkpoint and did not complete (status failed, interrupted or running)
     is started again (its files are cleared); ``ckpt_path=auto`` behaves the same way.
@@ -99,9 +120,11 @@ def plan_run_dir(run_dir: Path, ckpt_path: str | None, overwrite: bool = False, 
             another run continued in a directory that holds a run.
         FileNotFoundError: ``ckpt_path`` names a checkpoint that does not exist.
     """
+    checkpoints = checkpoint_dir if checkpoint_dir is not None else run_dir / "checkpoints"
+    inside = checkpoints.resolve().is_relative_to(run_dir.resolve())
     if is_writer and ckpt_path in ("last", "auto"):
-        remove_stale_temporaries(run_dir / "checkpoints", "last.ckpt")
-    resolved = _resolve_checkpoint(ckpt_path, run_dir)
+        remove_stale_temporaries(checkpoints, "last.ckpt")
+    resolved = _resolve_checkpoint(ckpt_path, run_dir, checkpoints)
     found = earlier_contents(run_dir) if is_writer else []
     own = own_files(found)
     holds_run = any(name in MARKERS for name in found)
@@ -111,16 +134,17 @@ def plan_run_dir(run_dir: Path, ckpt_path: str | None, overwrite: bool = False, 
     if resolved is not None:
         if overwrite:
             raise RunDirError(f"overwrite=true and ckpt_path={ckpt_path} contradict each other: set only one of them")
-        mine = Path(resolved).resolve().is_relative_to((run_dir / "checkpoints").resolve())
+        mine = Path(resolved).resolve().is_relative_to(checkpoints.resolve())
         if holds_run and not mine:
             raise RunDirError(
                 f"ckpt_path={ckpt_path} belongs to another run, and the run directory {run_dir} already holds a run "
                 f"({_shown(own)}): continuing there would overwrite it. Pick a new directory (hydra.run.dir=..., or "
                 "hydra.sweep.dir in a sweep)"
             )
-        return RunPlan(run_dir, resolved)
+        return RunPlan(run_dir, resolved, checkpoint_dir=checkpoint_dir)
+    clear_outside = overwrite and not inside and is_writer
     if not own:
-        return RunPlan(run_dir, None)
+        return RunPlan(run_dir, None, checkpoint_dir=checkpoint_dir, clear_checkpoints=clear_outside)
     if not holds_run:
         raise RunDirError(
             f"the run directory {run_dir} holds {_shown(own)}, which train.py writes, but no run of this project left "
@@ -128,11 +152,11 @@ def plan_run_dir(run_dir: Path, ckpt_path: str | None, overwrite: bool = False, 
             "or pick a new directory (hydra.run.dir=..., or hydra.sweep.dir in a sweep)"
         )
     if overwrite:
-        return RunPlan(run_dir, None, tuple(own))
+        return RunPlan(run_dir, None, tuple(own), checkpoint_dir, clear_outside)
     status = (read_status(run_dir) or {}).get("status")
-    if status in ("failed", "interrupted", "running") and not _has_checkpoints(run_dir):
+    if status in ("failed", "interrupted", "running") and not _has_checkpoints(checkpoints):
         # an earlier attempt that saved nothing to resume (e.g. stopped before its first checkpoint): start again
-        return RunPlan(run_dir, None, tuple(own))
+        return RunPlan(run_dir, None, tuple(own), checkpoint_dir)
     raise RunDirError(
         f"the run directory {run_dir} already holds a run ({_shown(own)}; status: {status or 'unknown'}): resume it "
         "with ckpt_path=last, pick a new directory (hydra.run.dir=..., or hydra.sweep.dir in a sweep), or replace it "
@@ -144,19 +168,23 @@ def _shown(names: list[str]) -> str:
     return ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
 
 
-def _has_checkpoints(run_dir: Path) -> bool:
-    """Whether ``checkpoints/`` holds something to resume from: a whole checkpoint file or a sharded checkpoint's
-    directory, not the temporary of a save that was killed (the next start removes it)."""
-    directory = run_dir / "checkpoints"
-    return directory.is_dir() and any(target_name(p.name) == p.name for p in directory.iterdir())
+def _has_checkpoints(directory: Path) -> bool:
+    """Whether the checkpoint directory holds something to resume from: a whole checkpoint file or a sharded
+    checkpoint's directory, not the temporary of a save that was killed (the next start removes it)."""
+    return directory.is_dir() and any(p.name.endswith(".ckpt") for p in directory.iterdir())
 
 
 def apply(plan: RunPlan) -> None:
     """Create the run directory, remove what ``plan`` clears, and clean up after a killed earlier attempt (its
     temporaries, an interrupted swap of ``hf/``: ``simpo.io.remove_stale_temporaries``)."""
     plan.run_dir.mkdir(parents=True, exist_ok=True)
-    for directory in (plan.run_dir, plan.run_dir / "checkpoints"):
+    for directory in (plan.run_dir, plan.checkpoints):
         remove_stale_temporaries(directory)
+    if plan.checkpoint_dir is not None and outside_run_dir(plan.checkpoint_dir, plan.run_dir):
+        if plan.clear_checkpoints:
+            _clear_checkpoints(plan.checkpoint_dir)
+        plan.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        write_json(plan.checkpoint_dir / OWNER_FILE, owner_record(plan.run_dir))  # the checkpoints there are this run's
     for name in plan.cleared:
         path = plan.run_dir / name
         if path.is_dir() and not path.is_symlink():
@@ -165,3 +193,18 @@ def apply(plan: RunPlan) -> None:
             path.unlink(missing_ok=True)
     if plan.cleared:
         log.warning("removed the earlier run's files from %s: %s", plan.run_dir, ", ".join(plan.cleared))
+
+
+def _clear_checkpoints(directory: Path) -> None:
+    """Remove the checkpoints (``*.ckpt`` files, sharded checkpoints' directories) of the run being replaced from a
+    checkpoint directory outside its run directory; anything else there stays."""
+    removed = []
+    for entry in sorted(directory.iterdir()) if directory.is_dir() else []:
+        if target_name(entry.name).endswith(".ckpt"):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry.name)
+    if removed:
+        log.warning("overwrite=true: removed the replaced run's checkpoints from %s: %s", directory, _shown(removed))
