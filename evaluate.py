@@ -35,6 +35,7 @@ from simpo.evaluation.report import markdown_table, write_metrics, write_report
 from simpo.evaluation.settings import resolve_device, validate_settings
 from simpo.objectives import Objective
 from simpo.reference.build import install_reference_collator
+from simpo.runs.lock import RunDirLock
 from simpo.training.module import SimPOModule
 
 log = logging.getLogger("evaluate")
@@ -132,8 +133,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Run ``cfg.tasks``; returns the flat metrics also written to ``metrics.json``.
 
     Every input is checked before any task runs and before any file is written: the settings, the prompt set,
-    the reward model and the policy (NaN/Inf weights, a missing or truncated source are errors naming the key).
+    the reward model and the policy (NaN/Inf weights, a missing or truncated source are errors naming the key). The
+    output directory is held (``simpo.runs.lock``) from the first check to the last write: a second evaluation
+    started on it meanwhile is refused, naming this one.
     """
+    with RunDirLock(Path(cfg.run_dir)):
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: DictConfig) -> dict[str, float]:
+    """``evaluate`` inside its directory's lock."""
     validate_settings(cfg)
     if (Path(cfg.run_dir) / "status.json").is_file():
         raise UserError(

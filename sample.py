@@ -28,6 +28,7 @@ from simpo.config.entrypoint import register_resolvers, silence_library_noise, u
 from simpo.errors import UserError
 from simpo.evaluation.judge import RewardModel
 from simpo.models.policy import DTYPES
+from simpo.runs.lock import RunDirLock
 from simpo.sampling.binarize import binarize, split_pairs, write_splits
 from simpo.sampling.engines import Engine, HFEngine, VllmEngine, resolve_backend
 from simpo.sampling.generate import GenerateSettings, Throughput, run_generate, stop_token_ids
@@ -232,7 +233,8 @@ def sample(cfg: DictConfig) -> dict[str, Any] | None:
         SamplingInterrupted: SIGINT or SIGTERM arrived (exit status 128 + signal); the shard in flight was dropped
             whole, and the same call again resumes (logged with the shards done).
     """
-    with GracefulStop():
+    # output_dir is held by one command at a time (the processes of one torchrun job share it; rank 0 holds it)
+    with GracefulStop(), RunDirLock(Path(cfg.output_dir), is_writer=process_rank()[0] == 0, key="output_dir"):
         try:
             return run_stages(cfg)
         except SamplingInterrupted as stop:

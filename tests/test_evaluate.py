@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,9 @@ from simpo.evaluation import plots
 from simpo.evaluation.decoding import decoding_for
 from simpo.evaluation.judge import RewardModel, win_rate
 from simpo.evaluation.prompt_sets import detect_format
+from simpo.runs.lock import RunDirInUseError
 from tests.conftest import ROOT, TINY_OVERRIDES, compose_train
+from tests.simpo.test_run_lock import hold
 from train import train
 
 STATS = [
@@ -108,6 +112,17 @@ def test_an_earlier_evaluation_is_kept_unless_told_to_replace_it(trained, tmp_pa
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     assert evaluate(compose_eval(tmp_path, [*policy, "preference.max_pairs=8", "overwrite=true"]))["pairs"] == 8
     assert json.loads((tmp_path / "metrics.json").read_text())["metrics"]["pairs"] == 8
+
+
+def test_an_evaluation_directory_in_use_is_refused_naming_the_holder(trained, tmp_path):
+    holder = hold(tmp_path / "eval")
+    try:
+        with pytest.raises(RunDirInUseError, match=rf"is in use by process {holder.pid} "):
+            evaluate(compose_eval(tmp_path / "eval", [f"model.name_or_path={trained / 'hf'}"]))
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [".simpo.lock"]  # the dead holder's file only
 
 
 def test_checkpoint_loss_settings_win(trained, tmp_path):

@@ -6,14 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from sample import sample
 from simpo import io
+from simpo.runs.lock import RunDirInUseError
 from tests.conftest import compose_train
 from tests.sampling.conftest import compose_sample, pipeline_overrides, read_jsonl
+from tests.simpo.test_run_lock import hold
 from train import train
 
 
@@ -135,3 +139,14 @@ def test_a_double_bos_prompt_is_refused_before_anything_is_written(policy_dir, r
     with pytest.raises(ValueError, match=r"single BOS: 1 of 2 prompts .* hold more than one BOS '<\|begin_of_text\|>'"):
         sample(cfg)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_directory_in_use_by_another_sample_command_is_refused(policy_dir, reward_dir, tmp_path):
+    holder = hold(tmp_path / "out")
+    try:
+        with pytest.raises(RunDirInUseError, match=rf"output_dir=.*out is in use by process {holder.pid} "):
+            sample(compose_sample(tmp_path / "out", pipeline_overrides(policy_dir, reward_dir)))
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".simpo.lock"]  # nothing of the refused command
