@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -250,7 +250,7 @@ class PreferenceDataModule(L.LightningDataModule):
             return loaded, None
         (train, train_rows), (val, val_rows) = carve_validation(loaded.rows, self.val_size, self.seed)
         if role == "train":
-            return SplitRows(train, loaded.name, loaded.malformed_lines, loaded.mixed_type_lines), train_rows
+            return replace(loaded, rows=train), train_rows
         return SplitRows(val, loaded.name), val_rows
 
     def _fingerprint(self, rows: datasets.Dataset, columns: dict[str, str], layout: str) -> str:
@@ -297,6 +297,8 @@ class PreferenceDataModule(L.LightningDataModule):
                 cache.save(key, pairs, report)
         report = {**report, "role": role, "cache": {"fingerprint": key, "hit": cached is not None},
                   "rows_fingerprint": rows._fingerprint}  # fmt: skip  (the rows as read: content, split, carve-out)
+        if loaded.files:  # a split read from several files (shards, a glob): rows read per file
+            report["files"] = loaded.files
         check_rows_left(report, self.dataset)
         check_drop_fraction(report, self.max_drop_fraction, self.dataset)
         return pairs, report
@@ -307,7 +309,7 @@ class PreferenceDataModule(L.LightningDataModule):
         source_rows: list[int] | None,
         split: str,
         layout: str,
-        line_drops: dict[str, list[int]],
+        line_drops: dict[str, list[int | str]],
     ) -> tuple[datasets.Dataset, dict[str, Any]]:
         encoder = PairEncoder(self.tokenizer, self.truncation, layout, self.bos_policy, self.special_text)
         encoded = rows.map(
@@ -421,7 +423,9 @@ class PreferenceDataModule(L.LightningDataModule):
                 if "val" in self.splits
                 else "no validation (set data.val_size=0.05 to carve one)"
             )
-            log.info("data.dataset=%s is a single file: training on it; %s", self.dataset, how)
+            files = self.report["splits"]["train"].get("files")
+            what = f"one split of {len(files)} files" if files else "a single file"
+            log.info("data.dataset=%s is %s: training on it; %s", self.dataset, what, how)
         elif self.validation_source == "none":
             log.warning(
                 "no validation: data.test_split and data.val_size are null, so training runs without validation "

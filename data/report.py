@@ -43,7 +43,7 @@ def split_report(
     split: str,
     layout: str,
     bos_policy: str,
-    line_drops: dict[str, list[int]] | None = None,
+    line_drops: dict[str, list[int | str]] | None = None,
     special_text: str = "refuse",
 ) -> dict[str, Any]:
     """Summary of one tokenised split.
@@ -58,7 +58,7 @@ def split_report(
         bos_policy: ``error`` or ``fix``.
         line_drops: {reason: 1-based line numbers} of the lines of the split's file dropped before encoding
             (``malformed_json``: not JSON objects; ``mixed_field_type``: a field of another JSON type than most rows
-            give it); they count as read and dropped.
+            give it; ``"<file>:<line>"`` for a split read from several files); they count as read and dropped.
         special_text: ``data.special_text`` (``refuse``, ``escape`` or ``allow``).
 
     Returns:

@@ -1,15 +1,22 @@
 """Find and load the splits of a preference data set (a local file, a local directory, or a hub id); carve a seeded
 validation set out of train (``data.val_size``).
 
-``data.dataset`` is, in this order: an existing file (a single file has no splits: it is the training split), an
-existing directory (``<split>.jsonl|.json|.parquet`` files, or a ``save_to_disk`` copy), a path that does not
-exist (anything with a data-file suffix, starting with ``.``, ``/`` or ``~``, or with more than one ``/``: an error
-that names the working directory), or else a hub id. Every error names ``data.dataset`` and the cause.
+``data.dataset`` is, in this order: an existing file, or a glob of files (``/data/train-*.jsonl``), or a directory
+whose data files are the shards of one set (``train-00000-of-00003.jsonl`` ...): one split, with no others (the
+training split); an existing directory of splits (``<split>.jsonl|.json|.parquet``, or the shards of a split,
+``<split>-00000-of-00002.parquet`` ..., directly or under ``data/`` as the hub lays them out, or a ``save_to_disk``
+copy); a path that does not exist (anything with a data-file suffix, starting with ``.``, ``/`` or ``~``, or with more
+than one ``/``: an error that names the working directory), or else a hub id. A split read from several files holds
+all of their rows in file-name order; a set of shards with one missing is refused, naming it. Every error names
+``data.dataset`` and the cause.
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,21 +40,81 @@ class SplitRows:
         name: the split's name in reports: the split asked for, or the file's name for a single file.
         malformed_lines: 1-based numbers of the lines dropped as ``malformed_json`` (local JSON files only).
         mixed_type_lines: 1-based numbers of the lines dropped as ``mixed_field_type`` (local JSON-lines files only).
+            For a split read from several files, ``"<file name>:<line>"``.
+        files: for a split read from several files, ``{"file": name, "rows": rows read}`` per file, in order.
     """
 
     rows: datasets.Dataset
     name: str
-    malformed_lines: list[int] = field(default_factory=list)
-    mixed_type_lines: list[int] = field(default_factory=list)
+    malformed_lines: list[int | str] = field(default_factory=list)
+    mixed_type_lines: list[int | str] = field(default_factory=list)
+    files: list[dict[str, str | int]] = field(default_factory=list)
 
-    def line_drops(self) -> dict[str, list[int]]:
+    def line_drops(self) -> dict[str, list[int | str]]:
         """{reason: line numbers} of the lines dropped before encoding (they are no rows)."""
         return {"malformed_json": self.malformed_lines, "mixed_field_type": self.mixed_type_lines}
 
 
+SHARD = re.compile(r"^(?P<stem>.+?)-(?P<index>\d+)-of-(?P<count>\d+)(?:-[^.]*)?(?P<suffix>\.[^.]+)$")
+GLOB_CHARACTERS = frozenset("*?[")
+
+
 def is_single_file(dataset: str) -> bool:
-    """Whether ``data.dataset`` names an existing file (the training split; it has no other split)."""
-    return Path(str(dataset)).expanduser().is_file()
+    """Whether ``data.dataset`` is one split with no others (the training split): an existing file, a glob, or a
+    directory whose data files are the shards of one set."""
+    return _single_split_files(str(dataset)) is not None
+
+
+def _data_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in FILE_TYPES)
+
+
+def _single_split_files(dataset: str) -> list[Path] | None:
+    """The files of a one-split source (see the module docstring), or ``None`` for any other source.
+
+    Raises:
+        UserError: a glob that matches no data file, or files of several types.
+    """
+    path = Path(dataset).expanduser()
+    if path.is_file():
+        return [path]
+    if GLOB_CHARACTERS & set(dataset) and not path.exists():
+        found = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+        if not found:
+            raise MissingFileError(f"data.dataset={dataset} matches no file (relative to {Path.cwd()})")
+        suffixes = sorted({p.suffix.lower() for p in found})
+        if len(suffixes) > 1 or suffixes[0] not in FILE_TYPES:
+            raise UserError(
+                f"data.dataset={dataset} matches {len(found)} files of types {suffixes}: a glob must match "
+                f"{' or '.join(FILE_TYPES)} files of one type"
+            )
+        return found
+    if path.is_dir():
+        files = _data_files(path)
+        shards = [SHARD.match(p.name) for p in files]
+        if files and all(shards) and len({m["stem"] for m in shards if m}) == 1:
+            return _complete_shards(files, dataset)
+    return None
+
+
+def _complete_shards(files: list[Path], dataset: str) -> list[Path]:
+    """``files``, the shards of one set, checked to be all of them (``-00000-of-00003`` ... ``-00002-of-00003``).
+
+    Raises:
+        MissingFileError: a shard is missing, or the files disagree on how many there are.
+    """
+    matches = [SHARD.match(p.name) for p in files]
+    counts = {int(m["count"]) for m in matches if m}
+    indices = {int(m["index"]) for m in matches if m}
+    if len(counts) == 1 and indices == set(range(counts.pop())):
+        return files
+    expected = max(int(m["count"]) for m in matches if m)
+    missing = sorted(set(range(expected)) - indices)
+    raise MissingFileError(
+        f"data.dataset={dataset}: the shards {files[0].name} ... are incomplete (shard numbers missing: "
+        f"{missing[:10] or 'none'}; shard counts named: {sorted({int(m['count']) for m in matches if m})}): training "
+        "on part of a data set silently is not allowed. Complete the download, or point at the files to use"
+    )
 
 
 def looks_like_path(dataset: str) -> bool:
@@ -60,13 +127,51 @@ def looks_like_path(dataset: str) -> bool:
     )
 
 
-def _split_file(directory: Path, split: str) -> Path | None:
-    """The file of ``split`` in a directory of split files (``<split>.jsonl|.json|.parquet``)."""
-    matches = [directory / f"{split}{suffix}" for suffix in FILE_TYPES]
-    found = [path for path in matches if path.is_file()]
-    if len(found) > 1:
-        raise UserError(f"{directory} holds several files for split {split!r}: {[p.name for p in found]}")
-    return found[0] if found else None
+def _split_files(directory: Path, split: str, dataset: str) -> list[Path]:
+    """The files of ``split`` in a directory of splits: ``<split>.jsonl|.json|.parquet``, or the shards
+    ``<split>-NNNNN-of-NNNNN*.<type>`` (all of them), there or under ``data/`` (the hub's layout); ``[]``: none."""
+    for where in (directory, directory / "data"):
+        if not where.is_dir():
+            continue
+        files = _data_files(where)
+        whole = [p for p in files if p.stem == split]
+        shards = [p for p in files if (m := SHARD.match(p.name)) and m["stem"] == split]
+        if len(whole) > 1 or (whole and shards) or len({p.suffix.lower() for p in shards}) > 1:
+            raise UserError(
+                f"data.dataset={dataset}: {where} holds several files for split {split!r} "
+                f"({[p.name for p in whole + shards][:6]}): keep one file, or one set of shards of one type"
+            )
+        if whole or shards:
+            return whole or _complete_shards(shards, dataset)
+    return []
+
+
+def _read_files(files: list[Path], where: str, name: str) -> SplitRows:
+    """The rows of ``files`` in order, as one split named ``name`` (per-file row counts when several)."""
+    if len(files) == 1:
+        read = read_file(files[0], where)
+        return SplitRows(read.rows, name, read.malformed_lines, read.mixed_type_lines)
+    parts = [read_file(path, f"{where} (file {path.name})") for path in files]
+    first = parts[0].rows.features
+    for path, part in zip(files, parts, strict=True):
+        if part.rows.features != first:
+            other = part.rows.features
+            differ = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+            raise UserError(
+                f"{where}: {path.name} gives the columns {differ} other types (or names) than {files[0].name}: the "
+                "files of one split must share their columns and types"
+            )
+    with no_progress_bars():
+        rows = datasets.concatenate_datasets([part.rows for part in parts])
+    contents = "|".join(part.rows._fingerprint for part in parts)  # each a hash of its file's bytes
+    rows._fingerprint = f"files-{hashlib.sha256(contents.encode()).hexdigest()[:40]}"
+    return SplitRows(
+        rows,
+        name,
+        [f"{path.name}:{line}" for path, part in zip(files, parts, strict=True) for line in part.malformed_lines],
+        [f"{path.name}:{line}" for path, part in zip(files, parts, strict=True) for line in part.mixed_type_lines],
+        [{"file": path.name, "rows": len(part.rows)} for path, part in zip(files, parts, strict=True)],
+    )
 
 
 def _missing_path(dataset: str) -> FileNotFoundError:
@@ -128,23 +233,22 @@ def load_split(dataset: str, split: str) -> SplitRows:
     """
     dataset = str(dataset)
     path = Path(dataset).expanduser()
-    if path.is_file():
-        where = f"data.dataset={dataset}, a single file (the training split)"
-        read = read_file(path, where)
-        return SplitRows(read.rows, path.name, read.malformed_lines, read.mixed_type_lines)
+    single = _single_split_files(dataset)
+    if single is not None:
+        kind = "a single file" if path.is_file() else f"{len(single)} files"
+        return _read_files(single, f"data.dataset={dataset}, {kind} (the training split)", single[0].name)
     if path.is_dir():
         if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
             rows = _load_from_disk(path, dataset, split)
             return SplitRows(_with_rows(rows, f"split {split!r} of data.dataset={dataset}"), split)
-        split_file = _split_file(path, split)
-        if split_file is None:
-            present = sorted(p.name for p in path.iterdir() if p.suffix in FILE_TYPES)
+        files = _split_files(path, split, dataset)
+        if not files:
+            present = [p.name for where in (path, path / "data") if where.is_dir() for p in _data_files(where)]
             raise MissingFileError(
-                f"data.dataset={dataset} has no file for split {split!r} (found: {present}); "
+                f"data.dataset={dataset} has no file for split {split!r} (found: {present[:10]}); "
                 "set data.train_split / data.test_split to one of them"
             )
-        read = read_file(split_file, f"split {split!r} of data.dataset={dataset}")
-        return SplitRows(read.rows, split, read.malformed_lines, read.mixed_type_lines)
+        return _read_files(files, f"split {split!r} of data.dataset={dataset}", split)
     if looks_like_path(dataset) or os.path.isabs(dataset):
         raise _missing_path(dataset)
     return SplitRows(_with_rows(_load_hub(dataset, split), f"split {split!r} of data.dataset={dataset}"), split)

@@ -119,3 +119,23 @@ def test_evaluation_can_validate_on_a_whole_file_but_never_on_a_carved_files_tra
     trained = PreferenceDataModule(llama3_tokenizer, str(path), val_size=10, **SETTINGS)
     trained.setup()
     assert carved.splits["val"][:] == trained.splits["val"][:]  # the rows the training run validated on
+
+
+def test_a_directory_of_shards_trains_on_every_shard_and_reports_each(
+    llama3_tokenizer, tmp_path, isolated_cache, caplog
+):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for k in range(3):  # the hub's naming: train-0000k-of-00003.jsonl
+        write_file(shards / f"train-{k:05d}-of-00003.jsonl", ROWS[k::3])
+    module = PreferenceDataModule(llama3_tokenizer, str(shards), val_size=4, test_split=None, **SETTINGS)
+    with caplog.at_level(logging.INFO, logger="data.datamodule"):
+        module.setup()
+    assert len(module.splits["train"]) + len(module.splits["val"]) == 40  # every row, not one shard's third
+    train = module.report["splits"]["train"]
+    assert train["files"] == [{"file": f"train-{k:05d}-of-00003.jsonl", "rows": n} for k, n in enumerate((14, 13, 13))]
+    assert f"data.dataset={shards} is one split of 3 files: training on it; validating on a seeded carve-out" in \
+        caplog.text
+    glob = PreferenceDataModule(llama3_tokenizer, str(shards / "train-*.jsonl"), **SETTINGS)
+    glob.setup()
+    assert len(glob.splits["train"]) == 40 and glob.report["splits"]["train"]["files"] == train["files"]

@@ -7,7 +7,7 @@ import json
 import datasets
 import pytest
 
-from data.sources import load_split
+from data.sources import is_single_file, load_split
 
 ROWS = [{"prompt": f"p{i}", "chosen": [], "rejected": []} for i in range(3)]
 
@@ -99,3 +99,62 @@ def test_save_to_disk_copy_without_the_split_or_unreadable(tmp_path):
     datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "empty"))  # no shard for "test": datasets cannot load it
     with pytest.raises(ValueError, match=rf"data\.dataset={tmp_path / 'empty'} is a save_to_disk copy that cannot be"):
         load_split(str(tmp_path / "empty"), "train")
+
+
+# ---- sharded data: a directory of shards or a glob is one split ----
+
+PAIRS = [{"prompt": f"p{i}", "chosen": [], "rejected": []} for i in range(7)]
+
+
+def write_shards(directory, stem, rows, count, suffix=".jsonl", skip=()):
+    directory.mkdir(parents=True, exist_ok=True)
+    for k in range(count):
+        if k not in skip:
+            write_jsonl(directory / f"{stem}-{k:05d}-of-{count:05d}{suffix}", rows[k::count])
+
+
+def test_a_directory_of_one_set_of_shards_is_one_split_of_every_row(tmp_path):
+    write_shards(tmp_path / "shards", "train", PAIRS, 3)
+    loaded = load_split(str(tmp_path / "shards"), "train_prefs")  # the split keys do not apply: it is the split
+    assert sorted(loaded.rows["prompt"]) == sorted(p["prompt"] for p in PAIRS)
+    assert loaded.files == [{"file": "train-00000-of-00003.jsonl", "rows": 3},
+                            {"file": "train-00001-of-00003.jsonl", "rows": 2},
+                            {"file": "train-00002-of-00003.jsonl", "rows": 2}]  # fmt: skip
+    assert is_single_file(str(tmp_path / "shards"))
+
+
+def test_a_glob_is_one_split_and_matching_nothing_is_named(tmp_path):
+    write_shards(tmp_path, "part", PAIRS, 2)
+    (tmp_path / "notes.txt").write_text("not data")
+    loaded = load_split(str(tmp_path / "part-*.jsonl"), "train")
+    assert len(loaded.rows) == 7 and [f["rows"] for f in loaded.files] == [4, 3]
+    with pytest.raises(FileNotFoundError, match=r"data.dataset=.*nothing-\*.jsonl matches no file"):
+        load_split(str(tmp_path / "nothing-*.jsonl"), "train")
+    with pytest.raises(ValueError, match=r"matches 3 files of types \['.jsonl', '.txt'\]"):
+        load_split(str(tmp_path / "*.*"), "train")
+
+
+def test_a_missing_shard_is_refused_never_trained_on_in_part(tmp_path):
+    write_shards(tmp_path / "shards", "train", PAIRS, 3, skip=(1,))
+    with pytest.raises(FileNotFoundError, match=r"incomplete \(shard numbers missing: \[1\]"):
+        load_split(str(tmp_path / "shards"), "train")
+
+
+def test_the_hubs_layout_of_sharded_splits_under_data(tmp_path):
+    """What a hub snapshot holds: data/<split>-0000k-of-0000n-<hash>.parquet, for each split."""
+    (tmp_path / "data").mkdir()
+    for split, rows, count in (("train_prefs", PAIRS, 2), ("test_prefs", PAIRS[:2], 1)):
+        for k in range(count):
+            name = f"{split}-{k:05d}-of-{count:05d}-a1b2.parquet"
+            datasets.Dataset.from_list(rows[k::count]).to_parquet(str(tmp_path / "data" / name))
+    assert not is_single_file(str(tmp_path))
+    train = load_split(str(tmp_path), "train_prefs")
+    assert len(train.rows) == 7 and [f["rows"] for f in train.files] == [4, 3]
+    assert load_split(str(tmp_path), "test_prefs").rows["prompt"] == ["p0", "p1"] and not train.files[2:]
+
+
+def test_shards_that_disagree_on_column_types_are_named(tmp_path):
+    write_jsonl(tmp_path / "train-00000-of-00002.jsonl", [{"prompt": "a", "chosen": [], "rejected": [], "score": 1}])
+    write_jsonl(tmp_path / "train-00001-of-00002.jsonl", [{"prompt": "b", "chosen": [], "rejected": [], "score": "x"}])
+    with pytest.raises(ValueError, match=r"train-00001-of-00002.jsonl gives the columns \['score'\] other types"):
+        load_split(str(tmp_path), "train")
