@@ -90,7 +90,15 @@ def prepare_generate(cfg: DictConfig, run: Prepared, generated: ShardStore) -> d
     prompts = run.prompt_set.prompts
     run.prompt_ids = dict(zip(indices, prompt_token_ids(run.tokenizer, [prompts[i] for i in indices]), strict=True))
     stops = stop_token_ids(run.tokenizer, run.policy.generation_config.eos_token_id)
-    run.settings = GenerateSettings(tuple(cfg.generate.seeds[: cfg.generate.num_samples]), decoding(cfg, stops))
+    context = getattr(run.policy.config, "max_position_embeddings", None)
+    run.settings = GenerateSettings(tuple(cfg.generate.seeds[: cfg.generate.num_samples]), decoding(cfg, stops),
+                                    context)  # fmt: skip
+    too_long = sum(len(ids) >= context for ids in run.prompt_ids.values()) if context else 0
+    if too_long:
+        log.warning("%d of the %d prompts to generate are %d tokens or longer, the policy's context "
+                    "(max_position_embeddings): their responses run past the positions it was trained on (counted as "
+                    "prompts_over_context in report.json; prompts.limit or another prompt set leaves them out)",
+                    too_long, len(run.prompt_ids), context)  # fmt: skip
     run.backend = resolve_backend(cfg.generate.backend, cfg.model.name_or_path is not None)
     d = run.settings.decoding
     return {
@@ -212,11 +220,25 @@ def finish(cfg: DictConfig, run: Prepared) -> dict[str, Any]:
         write_report(output_dir, report, result.pairs, all_scores)
         if result.pairs:
             write_splits(output_dir, splits)
+    truncated_ties = result.dropped["truncated_tie"]
+    scored = report["score"]
+    cut = (f"the reward model saw {scored.get('truncated', 0):.0f} conversations cut at "
+           f"reward_model.max_length={cfg.reward_model.max_length} tokens ({scored.get('response_lost', 0):.0f} "
+           "of them with none of the response left)")  # fmt: skip
+    if not result.pairs and truncated_ties:
+        raise UserError(
+            f"no prompt kept a pair: {truncated_ties} of {len(rows)} prompts tied because {cut}, so their scores say "
+            f"nothing of the responses (see {output_dir / 'report.json'}). Raise reward_model.max_length to the "
+            "reward model's context (prompt + generate.max_new_tokens), then rerun with stages=[score,binarize]"
+        )
     if not result.pairs:
         raise UserError(
             f"no prompt kept a pair (dropped: {dict(result.dropped)}; see {output_dir / 'report.json'}): the reward "
             "model cannot tell the responses apart, or the samples are all alike (raise generate.temperature)"
         )
+    if truncated_ties:
+        log.warning("%d prompts were dropped as truncated_tie: %s; raise reward_model.max_length to keep them",
+                    truncated_ties, cut)  # fmt: skip
     for line in summary_lines(report):
         log.info(line)
     log.info("wrote %s: train with `python train.py data.dataset=%s`", output_dir, output_dir)

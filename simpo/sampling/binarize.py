@@ -4,8 +4,10 @@ trains on them as they are.
 
 Blank responses are not candidates. A prompt is dropped, and counted under its reason (``DROP_REASONS``), when
 fewer than two responses are non-blank, when they are all the same text, when a score is NaN/Inf, when the best and
-worst scores tie, or when their margin is below ``binarize.min_margin``. Ties are broken deterministically: among
-equal best (or worst) scores, the response with the lowest sample index (the seed listed first) wins.
+worst scores tie (``truncated_tie`` when the reward model saw every response cut at ``reward_model.max_length``: the
+tie is the truncation's, not the responses'), or when their margin is below ``binarize.min_margin``. Ties are broken
+deterministically: among equal best (or worst) scores, the response with the lowest sample index (the seed listed
+first) wins.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ DROP_REASONS = {
     "identical_responses": "the non-blank responses are all the same text",
     "nonfinite_score": "the reward model gave a NaN or infinite score",
     "tie": "the best and worst scores are equal",
+    "truncated_tie": "the scores tie and every response was cut at reward_model.max_length before it was scored",
     "below_min_margin": "best - worst score is below binarize.min_margin",
 }
 SPLITS = ("train_prefs", "test_prefs")
@@ -54,7 +57,7 @@ def pick_pair(responses: list[dict[str, Any]], min_margin: float) -> tuple[int, 
     rejected = min(candidates, key=lambda i: (responses[i]["score"], i))
     margin = responses[chosen]["score"] - responses[rejected]["score"]
     if margin == 0:
-        return "tie"
+        return "truncated_tie" if all(responses[i].get("truncated") for i in candidates) else "tie"
     if margin < min_margin:
         return "below_min_margin"
     return chosen, rejected

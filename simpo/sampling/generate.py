@@ -25,10 +25,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class GenerateSettings:
     """``generate.*``: the per-sample ``seeds`` (k of them) and the decoding (temperature, top_p, max new tokens,
-    stop ids)."""
+    stop ids); ``context``: the policy's positions (``max_position_embeddings``; ``None``: unknown), which prompt +
+    response should fit."""
 
     seeds: tuple[int, ...]
     decoding: Decoding
+    context: int | None = None
 
 
 def shard_seed(seed: int, shard: int) -> int:
@@ -72,7 +74,9 @@ def generate_shard(
     Returns:
         rows: per prompt ``{prompt_id, turns, prompt_tokens, responses: [{seed, text, tokens, finished}] * k}``;
         stats: ``responses``, ``unfinished`` (cut at max_new_tokens), ``tokens`` (generated, stop tokens included),
-            ``seconds``.
+            ``seconds``; with a known context, ``prompts_over_context`` (prompts as long as the policy's positions or
+            longer) and ``responses_past_context`` (responses that run past them: the policy generated beyond what
+            it was trained to see).
     """
     start = time.perf_counter()
     per_seed = [engine.generate(prompt_ids, settings.decoding, shard_seed(seed, shard)) for seed in settings.seeds]
@@ -97,6 +101,12 @@ def generate_shard(
         "tokens": sum(len(s.ids) + s.finished for s in samples),
         "seconds": seconds,
     }
+    if settings.context is not None:
+        lengths = [len(ids) for ids in prompt_ids]
+        stats["prompts_over_context"] = sum(length >= settings.context for length in lengths)
+        stats["responses_past_context"] = sum(
+            lengths[i] + len(samples[i].ids) > settings.context for samples in per_seed for i in range(len(lengths))
+        )
     return rows, stats
 
 

@@ -105,4 +105,11 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     for stage in ("generate", "score"):
         if report.get(stage, {}).get("tokens_per_s") is not None:
             lines.append(f"{stage}: {report[stage]['tokens']:.0f} tokens, {report[stage]['tokens_per_s']:,.0f} tok/s")
+    generated, scored = report.get("generate", {}), report.get("score", {})
+    cuts = {"prompts over the policy's context": generated.get("prompts_over_context", 0),
+            "responses past the policy's context": generated.get("responses_past_context", 0),
+            "conversations cut at reward_model.max_length": scored.get("truncated", 0),
+            "of them with no response left": scored.get("response_lost", 0)}  # fmt: skip
+    if any(cuts.values()):
+        lines.append("truncation: " + ", ".join(f"{name} {count:.0f}" for name, count in cuts.items()))
     return lines

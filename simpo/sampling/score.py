@@ -3,7 +3,8 @@
 Any ``AutoModelForSequenceClassification`` (``simpo.evaluation.judge.RewardModel`` loads and checks it; custom
 code such as ArmoRM's only with ``reward_model.trust_remote_code=true``). Each conversation is rendered in the
 reward model's own chat template and tokenised without extra special tokens; conversations longer than
-``reward_model.max_length`` tokens keep their first tokens and are counted as truncated. Conversations are scored in
+``reward_model.max_length`` tokens keep their first tokens and are counted as truncated (and as ``response_lost`` when
+the prompt alone fills ``max_length``, so the reward model saw none of the response). Conversations are scored in
 right-padded batches sorted by length (padded with the model's ``pad_token_id``, which its head uses to find each
 row's last token; a model without one is scored one conversation at a time). Identical responses to one prompt are
 scored once, so they always get the same score.
@@ -27,10 +28,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Conversation:
-    """Token ids of one conversation in the reward model's template, and whether they were cut to fit."""
+    """Token ids of one conversation in the reward model's template, whether they were cut to fit, and whether the
+    cut left none of the response."""
 
     ids: list[int]
     truncated: bool
+    response_lost: bool = False
 
 
 class Scorer:
@@ -54,7 +57,11 @@ class Scorer:
         tokenizer = self.reward.tokenizer
         text = tokenizer.apply_chat_template([*turns, {"role": "assistant", "content": response}], tokenize=False)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        return Conversation(ids[: self.max_length], len(ids) > self.max_length)
+        if len(ids) <= self.max_length:
+            return Conversation(ids, False)
+        prompt = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        prompt_length = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        return Conversation(ids[: self.max_length], True, prompt_length >= self.max_length)
 
     @torch.no_grad()
     def scores(self, conversations: list[list[int]], on_batch=None) -> list[float]:
@@ -78,8 +85,8 @@ class Scorer:
 
 
 def score_shard(scorer: Scorer, rows: list[dict], progress: Throughput | None = None) -> tuple[list[dict], dict]:
-    """The generate rows with ``score`` and ``truncated`` added to each response, and the shard's stats
-    (``conversations`` scored, ``truncated``, ``tokens``, ``seconds``)."""
+    """The generate rows with ``score``, ``truncated`` and ``response_lost`` added to each response, and the shard's
+    stats (``conversations`` scored, ``truncated``, ``response_lost``, ``tokens``, ``seconds``)."""
     start = time.perf_counter()
     keys: dict[tuple[int, str], int] = {}  # (row, response text) -> conversation index
     conversations: list[Conversation] = []
@@ -95,11 +102,14 @@ def score_shard(scorer: Scorer, rows: list[dict], progress: Throughput | None = 
         responses = []
         for response in row["responses"]:
             index = keys[(r, response["text"])]
-            responses.append({**response, "score": values[index], "truncated": conversations[index].truncated})
+            cut = conversations[index]
+            responses.append({**response, "score": values[index], "truncated": cut.truncated,
+                              "response_lost": cut.response_lost})  # fmt: skip
         scored.append({**row, "responses": responses})
     stats = {
         "conversations": len(conversations),
         "truncated": sum(c.truncated for c in conversations),
+        "response_lost": sum(c.response_lost for c in conversations),
         "tokens": sum(len(c.ids) for c in conversations),
         "seconds": time.perf_counter() - start,
     }

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import signal
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM
 
 from sample import sample
 from simpo import io
 from simpo.runs.lock import RunDirInUseError
 from tests.conftest import compose_train
-from tests.sampling.conftest import compose_sample, pipeline_overrides, read_jsonl
+from tests.sampling.conftest import compose_sample, pipeline_overrides, read_jsonl, save_model, tiny_llama_config
 from tests.simpo.test_run_lock import hold
 from train import train
 
@@ -150,3 +153,40 @@ def test_an_output_directory_in_use_by_another_sample_command_is_refused(policy_
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".simpo.lock"]  # nothing of the refused command
+
+
+def test_ties_made_by_the_reward_models_truncation_are_refused_naming_its_max_length(
+    finished, policy_dir, reward_dir, tmp_path
+):
+    """reward_model.max_length shorter than the prompts cuts every conversation to its prompt: all ties, which the
+    advice used to blame on the sampling temperature."""
+    out, _ = finished
+    copy_stages(out, tmp_path, ("generate",))
+    short = compose_sample(tmp_path, [*pipeline_overrides(policy_dir, reward_dir), "stages=[score,binarize]",
+                                      "reward_model.max_length=8"])  # fmt: skip
+    with pytest.raises(ValueError, match=r"no prompt kept a pair: 6 of 6 prompts tied because the reward model saw "
+                                         r"18 conversations cut at reward_model.max_length=8 tokens \(18 of them with "
+                                         r"none of the response left\).*Raise reward_model.max_length"):  # fmt: skip
+        sample(short)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["score"]["truncated"] == 18 and report["score"]["response_lost"] == 18
+    assert report["binarize"]["dropped"]["truncated_tie"] == 6 and report["binarize"]["dropped"]["tie"] == 0
+
+
+@pytest.fixture(scope="module")
+def short_context_policy(tmp_path_factory) -> Path:
+    """The tiny policy with 8 positions: every chat-templated prompt (headers alone take 10) is longer."""
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_llama_config(max_position_embeddings=8))
+    return save_model(tmp_path_factory.mktemp("short_context"), model)
+
+
+def test_prompts_longer_than_the_policys_context_are_warned_and_counted(
+    short_context_policy, reward_dir, tmp_path, caplog
+):
+    cfg = compose_sample(tmp_path, pipeline_overrides(short_context_policy, reward_dir))
+    with caplog.at_level(logging.WARNING, logger="sample"):
+        sample(cfg)
+    assert "6 of the 6 prompts to generate are 8 tokens or longer, the policy's context" in caplog.text
+    generate = json.loads((tmp_path / "report.json").read_text())["generate"]
+    assert generate["prompts_over_context"] == 6 and generate["responses_past_context"] == 18

@@ -26,6 +26,8 @@ def test_pick_pair_by_hand():
     assert pick_pair(responses(("a", 1.0), ("b", 3.0), ("c", -2.0)), 0.0) == (1, 2)
     assert pick_pair(responses(("a", 3.0), ("b", 3.0), ("c", 1.0), ("d", 1.0)), 0.0) == (0, 2)  # lowest index wins
     assert pick_pair(responses(("a", 1.0), ("b", 1.0)), 0.0) == "tie"
+    cut = [{**r, "truncated": True} for r in responses(("a", 1.0), ("b", 1.0))]
+    assert pick_pair(cut, 0.0) == "truncated_tie" and pick_pair([cut[0], responses(("b", 1.0))[0]], 0.0) == "tie"
     assert pick_pair(responses(("a", 1.0), ("b", 1.4)), 0.5) == "below_min_margin"
     assert pick_pair(responses(("a", 1.0), ("b", 1.5)), 0.5) == (1, 0)
     assert pick_pair(responses(("same", 1.0), (" same ", 2.0)), 0.0) == "identical_responses"
