@@ -71,6 +71,7 @@ from simpo.training.loggers import drop_rows_from_step
 from simpo.training.metric_names import OptimizedMetricError, check_optimized_metric, logged_metrics
 from simpo.training.module import SimPOModule
 from simpo.training.nonfinite import ADVICE
+from simpo.training.peer_loss import peer_lost
 
 ROOT = PROJECT_ROOT
 register_resolvers()
@@ -416,8 +417,12 @@ def _execute_and_record(run: PreparedRun, multirun: bool) -> float | None:
         else:
             log.warning("interrupted at step %d before any checkpoint: run the same command again to start over", step)
         raise SystemExit(130) from None
-    except Exception as error:
+    except Exception as caught:
+        lost = peer_lost(caught, run.trainer, run.plan.checkpoints, run_dir)  # a dead process of the run, in one line
+        error = lost or caught
         write_status(run_dir, "failed", error=f"{type(error).__name__}: {error}", step=run.trainer.global_step)
+        if lost is not None and not multirun:
+            raise lost from caught
         if not multirun:
             raise
         log.exception("run failed; the sweep continues")
