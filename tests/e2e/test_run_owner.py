@@ -95,3 +95,25 @@ def test_an_export_into_a_models_folder_is_refused_in_one_line_and_changes_nothi
     assert f"callbacks.hf_export.dirpath={folder} holds files this project did not write" in errors[0]
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow  # three train.py processes
+def test_two_runs_sharing_a_checkpoint_directory_and_ckpt_path_last_finding_it(tmp_path):
+    shared = tmp_path / "scratch" / "ckpts"
+    common = [f"callbacks.model_checkpoint.dirpath={shared}", "trainer.max_steps=2", "trainer.val_check_interval=2",
+              "trainer.limit_val_batches=2", "trainer.enable_progress_bar=false"]  # fmt: skip
+    first = run_command("train.py", f"hydra.run.dir={tmp_path / 'first'}", *common, cwd=tmp_path)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    saved = (shared / "last.ckpt").read_bytes()
+    second = run_command("train.py", f"hydra.run.dir={tmp_path / 'second'}", *common, cwd=tmp_path)
+    text = second.stdout + second.stderr
+    errors = [line for line in text.splitlines() if "ERROR" in line]
+    assert second.returncode == 1 and "Traceback" not in text and len(errors) == 1, text[-3000:]
+    assert f"callbacks.model_checkpoint.dirpath={shared} holds the checkpoints of another run" in errors[0]
+    assert (shared / "last.ckpt").read_bytes() == saved
+    resumed = run_command("train.py", f"hydra.run.dir={tmp_path / 'first'}", *common, "ckpt_path=last",
+                          "trainer.max_steps=3", cwd=tmp_path)  # fmt: skip
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    status = json.loads((tmp_path / "first" / "status.json").read_text())
+    assert status["status"] == "completed" and status["step"] == 3
+    assert status["resumed_from"] == str(shared / "last.ckpt")
