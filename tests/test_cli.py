@@ -31,6 +31,7 @@ def test_help_lists_groups_and_knobs():
         assert text in out.stdout, text
 
 
+@pytest.mark.slow  # the README's whole default run (80 steps, ~47 s): the suite's budget is 7 minutes
 def test_default_run_learns_the_bundled_preferences(tmp_path):
     """`python train.py` as documented: the tiny default must reach val/rewards/accuracies >= 0.9."""
     out = run_cli(f"hydra.run.dir={tmp_path}", cwd=tmp_path)  # from another directory, too

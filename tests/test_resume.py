@@ -45,7 +45,7 @@ def losses(run_dir: Path) -> dict[int, float]:
     return {int(r["step"]): float(r["train/loss"]) for r in rows}
 
 
-@pytest.mark.parametrize("signum", ["SIGTERM", "SIGUSR1"])
+@pytest.mark.parametrize("signum", ["SIGTERM", pytest.param("SIGUSR1", marks=pytest.mark.slow)])
 def test_signal_then_resume_equals_a_straight_run(tmp_path, signum):
     straight = tmp_path / "straight"
     train(compose_train(straight, EXACT))
@@ -128,7 +128,7 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("signum", [pytest.param("SIGINT", marks=pytest.mark.slow), "SIGTERM"])
+@pytest.mark.parametrize("signum", [pytest.param(name, marks=pytest.mark.slow) for name in ("SIGINT", "SIGTERM")])
 def test_a_signal_to_the_cli_checkpoints_records_interrupted_and_resumes(tmp_path, signum):
     """A real `python train.py` process stopped with Ctrl-C (SIGINT) or SIGTERM saves last.ckpt, records
     `interrupted` with the step, exits with 128 + the signal number, tells how to resume, and resumes."""

@@ -97,6 +97,7 @@ def first_val_loss(run_dir: Path) -> float:
         return next(float(r["val/loss"]) for r in csv.DictReader(handle) if r.get("val/loss"))
 
 
+@pytest.mark.slow  # three training runs (~13 s)
 def test_a_resume_with_an_empty_cache_computes_the_reference_from_the_reference(small_pairs, tmp_path, monkeypatch):
     """A DPO run resumed where its reference table is missing must compute it from the initial policy (rebuilt),
     never from the trained weights it just loaded: a later fresh run that finds the table starts at ln 2."""
