@@ -15,6 +15,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from data.collate import choose_layout
 from simpo.config.entrypoint import (
     build,
     build_loss,
@@ -76,7 +77,9 @@ def load_inputs(cfg: DictConfig) -> Inputs:
 
 def run_preference(cfg: DictConfig, policy: LoadedPolicy, loss: Objective, run_dir: Path) -> tuple[dict, list]:
     """The implicit-reward metrics on held-out pairs, and the reward histogram."""
-    datamodule = build(cfg.data, tokenizer=policy.tokenizer, whole_file_validation=True)
+    layout, why = choose_layout(str(cfg.data.layout), resolve_device(cfg.device), str(cfg.model.attn_implementation))
+    datamodule = build(cfg.data, tokenizer=policy.tokenizer, whole_file_validation=True, layout=layout,
+                       layout_choice=why)  # fmt: skip
     datamodule.setup("validate")
     if "val" not in datamodule.splits:
         raise UserError(

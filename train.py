@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from callbacks.final_checkpoint import FinalCheckpoint
 from callbacks.preemption import RunInterrupted
 from callbacks.trainable_checkpoint import TrainableOnlyCheckpoint
+from data.collate import choose_layout
 from data.tokenizers import BUNDLED, cache_root, load_tokenizer
 from simpo.config.config_checks import check_train_config
 from simpo.config.entrypoint import (
@@ -159,6 +160,23 @@ def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> SimPOModul
     )
 
 
+def settle_layout(cfg: DictConfig, resume: CheckpointInfo | None) -> str:
+    """Make ``data.layout`` concrete (``auto``: ``data.collate.choose_layout`` for the training device, the attention
+    kernel and a resumed checkpoint's layout), so that ``config.yaml`` and the checkpoints record the layout used;
+    returns why it is that one (logged and written to ``data_report.json``)."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    resumed = None
+    if resume is not None:
+        resumed = ((resume.config or {}).get("data") or {}).get("layout", "padded")  # older checkpoints: padded
+    layout, why = choose_layout(str(cfg.data.get("layout", "padded")), "cuda" if cuda else "cpu",
+                                str(cfg.model.attn_implementation), resumed)  # fmt: skip
+    if layout != cfg.data.get("layout"):
+        log.info("%s: %s", why, layout)
+        cfg.data.layout = layout
+    return why
+
+
 def set_accumulation(trainer: L.Trainer, cfg: DictConfig) -> None:
     """Derive ``trainer.accumulate_grad_batches`` from ``data.global_batch_size`` when that is set."""
     global_batch = cfg.data.get("global_batch_size")
@@ -218,6 +236,7 @@ def prepare(cfg: DictConfig, sweep: bool = False) -> PreparedRun:
         objective = build_loss(OmegaConf.to_container(cfg.loss, resolve=True))
         check_optimized_metric(cfg.optimized_metric, logged_metrics(objective, callbacks))
     resume = read_checkpoint(plan.ckpt_path) if plan.ckpt_path else None
+    layout_choice = settle_layout(cfg, resume)
     changed: dict[str, dict[str, Any]] = {}
     if resume is not None:
         check_strategy(resume, sharded=bool(cfg.get("fsdp")))
@@ -240,7 +259,7 @@ def prepare(cfg: DictConfig, sweep: bool = False) -> PreparedRun:
         check_pretrained_source(cfg.model.name_or_path, "model.name_or_path")
     check_tokenizer_files(source, "model.tokenizer" if cfg.model.get("tokenizer") else "model.name_or_path")
     tokenizer = load_tokenizer(source)
-    datamodule = build(cfg.data, key="data", tokenizer=tokenizer)
+    datamodule = build(cfg.data, key="data", tokenizer=tokenizer, layout_choice=layout_choice)
     datamodule.prepare_data()  # load, tokenise and check the data now: a bad file must not touch the run directory
     datamodule.load("fit")
     if sweep:

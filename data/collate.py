@@ -29,6 +29,33 @@ from simpo.core.logprobs import IGNORE_INDEX
 from simpo.errors import UserError
 
 LAYOUTS = ("padded", "packed", "shared_prompt", "shared_prompt_packed")
+AUTO = "auto"  # data.layout=auto: choose_layout picks one of LAYOUTS
+
+
+def choose_layout(requested: str, device: str, attn_implementation: str, resumed: str | None = None) -> tuple[str, str]:
+    """The batch layout to use for ``data.layout=requested`` and why (``data_report.json`` and the log say it).
+
+    ``auto`` takes a resumed checkpoint's layout (``resumed``: its ``data.layout``; ``padded`` for a checkpoint
+    older than the key), so a run resumes as it started; else ``padded`` with ``flash_attention_2`` (which takes no
+    shared-prompt masks) and on CUDA (no GPU measurement shows a shared-prompt layout ahead there yet), and
+    ``shared_prompt`` on CPU, where it is measured fastest (``benchmarks/RESULTS.md``: the prompt computed once
+    per pair). Every layout gives the same results (``tests/simpo/test_layouts_exact.py``).
+
+    Args:
+        requested: ``data.layout``.
+        device: ``cpu`` or ``cuda`` (where training runs).
+        attn_implementation: ``model.attn_implementation``.
+        resumed: the layout of the checkpoint resumed from, or ``None`` for a fresh run.
+    """
+    if requested != AUTO:
+        return requested, "data.layout"
+    if resumed is not None:
+        return resumed, "data.layout=auto: the resumed checkpoint's layout"
+    if attn_implementation == "flash_attention_2":
+        return "padded", "data.layout=auto: model.attn_implementation=flash_attention_2 takes no shared-prompt masks"
+    if device == "cuda":
+        return "padded", "data.layout=auto: on CUDA until a GPU measurement shows another layout faster"
+    return "shared_prompt", "data.layout=auto: on CPU the fastest measured (each pair's prompt run once)"
 
 
 @dataclass

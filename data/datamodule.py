@@ -107,6 +107,7 @@ class PreferenceDataModule(L.LightningDataModule):
         report_dir: directory that receives ``data_report.json`` (``None``: the report is only logged).
         whole_file_validation: evaluation only: a single file without ``val_size`` is validated on whole (not a
             data key: ``evaluate.py`` passes it).
+        layout_choice: why ``layout`` is what it is (``data.collate.choose_layout``; not a data key), reported.
     """
 
     def __init__(
@@ -136,8 +137,10 @@ class PreferenceDataModule(L.LightningDataModule):
         cache: bool = True,
         report_dir: str | Path | None = None,
         whole_file_validation: bool = False,
+        layout_choice: str | None = None,
     ) -> None:
         super().__init__()
+        self.layout_choice = layout_choice
         self.truncation = TruncationSettings(max_length, max_prompt_length, truncation_mode)  # type: ignore[arg-type]
         self.batch_size = check_positive_int("data.batch_size", batch_size)
         self.global_batch_size = check_positive_int("data.global_batch_size", global_batch_size, nullable=True)
@@ -445,6 +448,8 @@ class PreferenceDataModule(L.LightningDataModule):
             "val_size": self.val_size,
             "max_drop_fraction": self.max_drop_fraction,
             "max_tokens_per_batch": self.max_tokens_per_batch,
+            "batch_layout": self.collator.layout,
+            "batch_layout_chosen_by": self.layout_choice or "data.layout",
         }
         log.info("data report%s:\n%s", f" ({self.report_dir / REPORT_NAME})" if self.report_dir else "",
                  format_table(self.report))  # fmt: skip
