@@ -171,7 +171,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, help="optimizer steps per run (default: mistral 20, llama3 8)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per side; the table shows medians (default 1)")
     parser.add_argument("--layouts", default=",".join(DEFAULT_LAYOUTS),
-                        help="comma-separated data.layout values of our runs (default: padded)")  # fmt: skip
+                        help="comma-separated data.layout values of our runs, or `default` for no override "
+                             "(the configuration's data.layout=auto) (default: padded)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS / MKL_NUM_THREADS of both sides")
     parser.add_argument("--batch-size", type=int, default=4, help="pairs per step (default 4)")
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -243,7 +244,7 @@ def accepted_layouts(requested: list[str]) -> list[str | None]:
         from data.collate import LAYOUTS
     except ImportError:
         LAYOUTS = tuple(requested)  # noqa: N806
-    known = tuple(LAYOUTS)
+    known = (*LAYOUTS, "default")  # default: no data.layout override (the configuration's own, e.g. auto)
     unknown = [layout for layout in requested if layout not in known]
     if unknown:
         print(f"skipping unknown layouts {unknown} (known: {list(known)})", file=sys.stderr)
@@ -283,7 +284,7 @@ def ours_command(args: argparse.Namespace, preset: dict[str, Any], model_dir: Pa
         f"data.max_prompt_length={preset['max_prompt_length']}", f"seed={args.seed}", f"hydra.run.dir={out_dir}",
         "+callbacks.probe._target_=benchmarks.process_probe.ProcessProbe", f"+callbacks.probe.path={probe}",
     ]  # fmt: skip
-    if layout is not None:
+    if layout not in (None, "default"):
         command.append(f"data.layout={layout}")
     return command + list(args.ours_override)
 
