@@ -11,11 +11,12 @@ AdamW state exists by then) and records, in MiB:
 
 - ``parameters``, ``gradients``, ``optimizer state``: the bytes of the tensors themselves;
 - ``saved activations`` by layer type, at the end of the forward pass (their peak): every tensor autograd keeps for
-  the backward pass (``torch.autograd.graph.saved_tensors_hooks``, storages counted once), attributed to the
-  innermost module running when it was saved (attention, MLP, norms, embedding, the decoder layer's residual adds,
-  the rest of the model body) or, outside the model's modules, to the head and the loss (the labelled-token head
-  of ``model.chunk_size``); in attention, the (B, heads, T, T) tensors, i.e. the attention probabilities that
-  SDPA's math kernel keeps on CPU, are their own row;
+  the backward pass (``torch.autograd.graph.saved_tensors_hooks``, storages counted once) other than the parameters
+  themselves (a Linear keeps its weight: no extra memory), attributed to the innermost module running when it was
+  saved (attention, MLP, norms, embedding, the decoder layer's residual adds, the rest of the model body) or,
+  outside the model's modules, to the head and the loss (the labelled-token head of ``model.chunk_size``); in
+  attention, the (B, heads, T, T) tensors, i.e. the attention probabilities that SDPA's math kernel keeps on CPU,
+  are their own row;
 - ``batch``: the collated batch's tensors;
 - resident memory (``VmRSS``) at the start of training, after the forward pass, after the backward pass and after
   the optimizer step, and the process's high-water mark (``VmHWM``) after the step and at the end of training;
@@ -102,6 +103,7 @@ class MemoryProfile(L.Callback):
         self._saved: dict[int, tuple[int, str]] = {}
         self._hooks: Any = None
         self._active = False
+        self._parameters: set[int] = set()
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         def enter(module: torch.nn.Module, *_: Any) -> None:
@@ -113,9 +115,11 @@ class MemoryProfile(L.Callback):
         for module in pl_module.modules():
             module.register_forward_pre_hook(enter)
             module.register_forward_hook(leave)
+        # weights saved for backward (a Linear keeps its weight) are the parameters themselves, not extra memory
+        self._parameters = {p.untyped_storage().data_ptr() for p in pl_module.parameters() if p.device.type != "meta"}
 
     def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.device.type != "meta":
+        if tensor.device.type != "meta" and tensor.untyped_storage().data_ptr() not in self._parameters:
             storage = tensor.untyped_storage()
             self._saved.setdefault(storage.data_ptr(), (storage.nbytes(), layer_group(self._stack, tensor)))
         return tensor
