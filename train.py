@@ -69,7 +69,12 @@ from simpo.runs.run_dir import RunPlan, apply, earlier_contents, plan_run_dir
 from simpo.runs.run_status import NoTrainingError, write_status
 from simpo.training.checkpoint_io import AtomicCheckpointIO
 from simpo.training.loggers import drop_rows_from_step
-from simpo.training.metric_names import OptimizedMetricError, check_optimized_metric, logged_metrics
+from simpo.training.metric_names import (
+    OptimizedMetricError,
+    check_metric_has_data,
+    check_optimized_metric,
+    logged_metrics,
+)
 from simpo.training.module import SimPOModule
 from simpo.training.nonfinite import ADVICE
 from simpo.training.peer_loss import peer_lost
@@ -263,7 +268,7 @@ def prepare(cfg: DictConfig, sweep: bool = False) -> PreparedRun:
     datamodule.prepare_data()  # load, tokenise and check the data now: a bad file must not touch the run directory
     datamodule.load("fit")
     if sweep:
-        check_optimized_metric(cfg.optimized_metric, {cfg.optimized_metric}, datamodule.has_validation)
+        check_metric_has_data(cfg.optimized_metric, datamodule.has_validation)
     module = build_module(cfg, tokenizer, datamodule)
     check_context_length(cfg.data.max_length, module.policy.config)
     if resume is not None:  # before anything is written: the checkpoint's weights and data must be this run's

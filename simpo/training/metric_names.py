@@ -53,24 +53,32 @@ def logged_metrics(objective: Objective, callbacks: Iterable[object] = ()) -> se
     return logged
 
 
-def check_optimized_metric(name: str, logged: set[str], has_validation: bool | None = None) -> None:
+def check_optimized_metric(name: str, logged: set[str]) -> None:
     """Refuse an ``optimized_metric`` the run will never log, before it trains (a sweep would otherwise rank runs
-    on NaN after all of them trained). ``has_validation=None``: the data is not known yet, the name alone is checked.
+    on NaN after all of them trained).
 
     Raises:
-        OptimizedMetricError: naming ``optimized_metric`` and the closest logged names, or ``data.test_split`` /
-            ``data.val_size`` when a ``val/`` metric has no validation data to come from.
+        OptimizedMetricError: naming ``optimized_metric`` and the closest logged names.
     """
-    if name not in logged:
-        close = difflib.get_close_matches(name, sorted(logged), n=3, cutoff=0.6)
-        hint = f"did you mean {' or '.join(close)}? " if close else ""
-        validation = sorted(n for n in logged if n.startswith("val/"))
-        train_only = sorted(n for n in logged if n.startswith("train/") and f"val/{n[6:]}" not in logged)
-        raise OptimizedMetricError(
-            f"optimized_metric={name} is not a metric this run logs: {hint}it logs {', '.join(validation)}, "
-            f"their train/ counterparts and {', '.join(train_only)}"
-        )
-    if name.startswith("val/") and has_validation is False:
+    if name in logged:
+        return
+    close = difflib.get_close_matches(name, sorted(logged), n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    validation = sorted(n for n in logged if n.startswith("val/"))
+    train_only = sorted(n for n in logged if n.startswith("train/") and f"val/{n[6:]}" not in logged)
+    raise OptimizedMetricError(
+        f"optimized_metric={name} is not a metric this run logs: {hint}it logs {', '.join(validation)}, "
+        f"their train/ counterparts and {', '.join(train_only)}"
+    )
+
+
+def check_metric_has_data(name: str, has_validation: bool) -> None:
+    """Refuse a ``val/`` ``optimized_metric`` when the run has no validation data (known once the data is read).
+
+    Raises:
+        OptimizedMetricError: naming ``data.test_split`` / ``data.val_size``.
+    """
+    if name.startswith("val/") and not has_validation:
         raise OptimizedMetricError(
             f"optimized_metric={name} is a validation metric and this run has no validation data: set "
             "data.test_split (a split of the data set) or data.val_size (rows carved out of training), or "

@@ -9,7 +9,12 @@ import pytest
 
 from callbacks.throughput import ThroughputMonitor
 from simpo.objectives import OBJECTIVES
-from simpo.training.metric_names import OptimizedMetricError, check_optimized_metric, logged_metrics
+from simpo.training.metric_names import (
+    OptimizedMetricError,
+    check_metric_has_data,
+    check_optimized_metric,
+    logged_metrics,
+)
 from tests.conftest import TINY_OVERRIDES, compose_train
 from train import run_and_record
 
@@ -29,10 +34,11 @@ def test_a_misspelled_metric_is_named_with_the_closest(tmp_path):
     logged = logged_metrics(OBJECTIVES["simpo"]())
     with pytest.raises(OptimizedMetricError, match=r"optimized_metric=val/acuracy .*did you mean val/rewards/acc"):
         check_optimized_metric("val/acuracy", logged)
-    check_optimized_metric("val/loss", logged)  # known, data not yet known
+    check_optimized_metric("val/loss", logged)
     with pytest.raises(OptimizedMetricError, match=r"no validation data: set data.test_split .* data.val_size"):
-        check_optimized_metric("val/loss", logged, has_validation=False)
-    check_optimized_metric("train/loss", logged, has_validation=False)
+        check_metric_has_data("val/loss", has_validation=False)
+    check_metric_has_data("train/loss", has_validation=False)
+    check_metric_has_data("val/loss", has_validation=True)
 
 
 def test_the_names_are_those_a_real_run_logs(tmp_path):
