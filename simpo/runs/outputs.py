@@ -73,6 +73,11 @@ def check_output_directory(path: str | Path, key: str) -> Path:
     return target
 
 
+def shown_names(names: list[str], most: int = 6) -> str:
+    """``a, b, c, ...``: the first ``most`` of ``names`` for a message."""
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
+
+
 def owner_record(run_dir: str | Path) -> dict[str, str]:
     """What ``OWNER_FILE`` holds: the run directory (absolute) of the run that wrote the output."""
     return {"run_dir": str(Path(run_dir).expanduser().resolve())}
@@ -112,11 +117,10 @@ def check_owned_directory(path: str | Path, key: str, run_dir: str | Path, overw
         return
     owner = read_owner(directory)
     if owner is None:
-        shown = ", ".join(entries[:6]) + (", ..." if len(entries) > 6 else "")
         raise RunDirError(
-            f"{key}={path} holds files this project did not write ({shown}; no {OWNER_FILE}): nothing there is "
-            f"replaced, even with overwrite=true. Give a new or empty directory for the {what} (an output of an "
-            f"earlier version of this project has no {OWNER_FILE}: move it away first)"
+            f"{key}={path} holds files this project did not write ({shown_names(entries)}; no {OWNER_FILE}): nothing "
+            f"there is replaced, even with overwrite=true. Give a new or empty directory for the {what} (an output of "
+            f"an earlier version of this project has no {OWNER_FILE}: move it away first)"
         )
     if owner == owner_record(run_dir)["run_dir"]:
         return

@@ -12,6 +12,7 @@ from simpo.errors import MissingFileError, RunDirError
 from simpo.io import remove_stale_temporaries, target_name, write_json
 from simpo.runs.lock import LOCK_FILE
 from simpo.runs.outputs import OWNER_FILE, outside_run_dir, owner_record
+from simpo.runs.outputs import shown_names as _shown
 from simpo.runs.run_status import read_status
 
 __all__ = ["RunDirError", "RunPlan", "apply", "earlier_contents", "plan_run_dir"]
@@ -52,6 +53,11 @@ class RunPlan:
     def checkpoints(self) -> Path:
         """The checkpoint directory."""
         return self.checkpoint_dir if self.checkpoint_dir is not None else self.run_dir / "checkpoints"
+
+    @property
+    def checkpoints_outside(self) -> bool:
+        """Whether the checkpoint directory lies outside the run directory (owned as an output of its own)."""
+        return outside_run_dir(self.checkpoints, self.run_dir)
 
 
 def _resolve_checkpoint(ckpt_path: str | None, run_dir: Path, checkpoints: Path) -> str | None:
@@ -121,7 +127,6 @@ def plan_run_dir(
         FileNotFoundError: ``ckpt_path`` names a checkpoint that does not exist.
     """
     checkpoints = checkpoint_dir if checkpoint_dir is not None else run_dir / "checkpoints"
-    inside = checkpoints.resolve().is_relative_to(run_dir.resolve())
     if is_writer and ckpt_path in ("last", "auto"):
         remove_stale_temporaries(checkpoints, "last.ckpt")
     resolved = _resolve_checkpoint(ckpt_path, run_dir, checkpoints)
@@ -142,7 +147,7 @@ def plan_run_dir(
                 "hydra.sweep.dir in a sweep)"
             )
         return RunPlan(run_dir, resolved, checkpoint_dir=checkpoint_dir)
-    clear_outside = overwrite and not inside and is_writer
+    clear_outside = overwrite and is_writer and outside_run_dir(checkpoints, run_dir)
     if not own:
         return RunPlan(run_dir, None, checkpoint_dir=checkpoint_dir, clear_checkpoints=clear_outside)
     if not holds_run:
@@ -164,10 +169,6 @@ def plan_run_dir(
     )
 
 
-def _shown(names: list[str]) -> str:
-    return ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
-
-
 def _has_checkpoints(directory: Path) -> bool:
     """Whether the checkpoint directory holds something to resume from: a whole checkpoint file or a sharded
     checkpoint's directory, not the temporary of a save that was killed (the next start removes it)."""
@@ -180,11 +181,11 @@ def apply(plan: RunPlan) -> None:
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     for directory in (plan.run_dir, plan.checkpoints):
         remove_stale_temporaries(directory)
-    if plan.checkpoint_dir is not None and outside_run_dir(plan.checkpoint_dir, plan.run_dir):
+    if plan.checkpoints_outside:
         if plan.clear_checkpoints:
-            _clear_checkpoints(plan.checkpoint_dir)
-        plan.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        write_json(plan.checkpoint_dir / OWNER_FILE, owner_record(plan.run_dir))  # the checkpoints there are this run's
+            _clear_checkpoints(plan.checkpoints)
+        plan.checkpoints.mkdir(parents=True, exist_ok=True)
+        write_json(plan.checkpoints / OWNER_FILE, owner_record(plan.run_dir))  # the checkpoints there are this run's
     for name in plan.cleared:
         path = plan.run_dir / name
         if path.is_dir() and not path.is_symlink():
