@@ -235,8 +235,8 @@ def load_split(dataset: str, split: str) -> SplitRows:
     path = Path(dataset).expanduser()
     single = _single_split_files(dataset)
     if single is not None:
-        kind = "a single file" if path.is_file() else f"{len(single)} files"
-        return _read_files(single, f"data.dataset={dataset}, {kind} (the training split)", single[0].name)
+        kind = "a single file" if path.is_file() else f"{len(single)} files"  # named as given: file, glob, directory
+        return _read_files(single, f"data.dataset={dataset}, {kind} (the training split)", path.name)
     if path.is_dir():
         if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
             rows = _load_from_disk(path, dataset, split)

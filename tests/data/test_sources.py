@@ -158,3 +158,9 @@ def test_shards_that_disagree_on_column_types_are_named(tmp_path):
     write_jsonl(tmp_path / "train-00001-of-00002.jsonl", [{"prompt": "b", "chosen": [], "rejected": [], "score": "x"}])
     with pytest.raises(ValueError, match=r"train-00001-of-00002.jsonl gives the columns \['score'\] other types"):
         load_split(str(tmp_path), "train")
+
+
+def test_a_split_of_several_files_is_named_as_given_not_by_its_first_shard(tmp_path):
+    write_shards(tmp_path / "shards", "train", PAIRS, 2)
+    assert load_split(str(tmp_path / "shards"), "train").name == "shards"
+    assert load_split(str(tmp_path / "shards" / "train-*.jsonl"), "train").name == "train-*.jsonl"
