@@ -1,15 +1,16 @@
 """Labelled-token log-probs from final hidden states, projected onto the vocabulary a chunk of tokens at a time.
 
 The vocabulary projection dominates SimPO's memory: full fp32 logits of a (2B, T) batch are (2B, T, V). Here
-only the M positions that carry a label are projected, at most ``chunk_size`` of them at a time, in a custom
-autograd function. With ``z = softcap(hidden @ weight.T)`` and ``D = d logp / d raw logits = (onehot(target) -
-softmax(z)) * softcap'`` (M, V), the gradients are ``grad_hidden = (g * D) @ weight`` and ``grad_weight =
-(g * D).T @ hidden`` for the incoming per-token gradient g (M,). Two ways to form them, and ``auto`` choosing
-between them per call (``head_backward``):
+only the M positions that carry a label are projected, at most ``chunk_size`` of them at a time and no more than fit
+a (rows, V) float32 buffer of ``CHUNK_BUFFER_BYTES`` (``chunk_rows``: 1,024 rows at a 32k vocabulary, 523 at Llama
+3's 128k), in a custom autograd function. With ``z = softcap(hidden @ weight.T)`` and ``D = d logp / d raw logits =
+(onehot(target) - softmax(z)) * softcap'`` (M, V), the gradients are ``grad_hidden = (g * D) @ weight`` and
+``grad_weight = (g * D).T @ hidden`` for the incoming per-token gradient g (M,). Two ways to form them, and ``auto``
+choosing between them per call (``head_backward``):
 
 - ``recompute`` (the low-memory option): forward keeps only the (M,) log-sum-exps; backward projects each chunk
   again and forms both gradients. Four (C, H) x (H, V)-sized matmuls per chunk in all, and the largest
-  vocabulary-sized buffer is (chunk_size, V) whatever the batch and sequence length.
+  vocabulary-sized buffer is one chunk's (rows, V) whatever the batch and sequence length.
 - ``store``: forward forms ``D`` per chunk right after the logits and keeps ``D @ weight`` (M, H) and, when the
   head weight takes a gradient, ``D`` itself (M, V, in the weight's dtype); backward is one matmul,
   ``D.T @ (g * hidden)``. Three matmuls instead of four, at the cost of an (M, V) buffer held from forward to
@@ -18,8 +19,8 @@ between them per call (``head_backward``):
   (g is constant per sequence) would cost N x V x H, more than M x V whenever a sequence has fewer scored tokens
   than the hidden size; fusing the loss into the head (known g) would tie the head to one objective.
 - ``auto`` (the default): ``store`` where the memory is small, ``recompute`` otherwise, decided per call: ``store``
-  when the head is frozen (no (M, V) buffer at all) or the call scores at most ``AUTO_STORE_CHUNKS x chunk_size``
-  tokens (the stored ``D`` then stays within that many chunk buffers, so ``model.chunk_size`` still bounds the
+  when the head is frozen (no (M, V) buffer at all) or the call scores at most ``AUTO_STORE_CHUNKS`` chunks
+  of tokens (the stored ``D`` then stays within that many chunk buffers, so ``model.chunk_size`` still bounds the
   head's memory), else ``recompute``.
 
 Both are exact (the same sums as autograd through the full logits, in a different order). The softmax is
@@ -37,14 +38,23 @@ from simpo.errors import UserError
 
 HEAD_BACKWARDS = ("auto", "recompute", "store")  # how the head's gradient is formed (model.head_backward)
 AUTO_STORE_CHUNKS = 2  # head_backward=auto stores D for calls of at most this many chunks of scored tokens
+CHUNK_BUFFER_BYTES = 256 * 2**20  # a chunk's (rows, V) float32 buffer is at most this large, whatever chunk_size
 
 
-def resolve_head_backward(head_backward: str, scored: int, chunk_size: int, head_trainable: bool) -> str:
+def chunk_rows(chunk_size: int, vocab_size: int) -> int:
+    """Rows projected at a time: ``chunk_size`` tokens, fewer where a (rows, V) float32 buffer would exceed
+    ``CHUNK_BUFFER_BYTES`` (at least one row). At a 32,000-token vocabulary 1,024 rows fit (125 MiB); at Llama 3's
+    128,256 the bound gives 523 rows (256 MiB instead of 501 MiB per buffer)."""
+    return max(1, min(chunk_size, CHUNK_BUFFER_BYTES // (4 * vocab_size)))
+
+
+def resolve_head_backward(head_backward: str, scored: int, rows: int, head_trainable: bool) -> str:
     """``recompute`` or ``store`` for one call of the head: ``auto`` stores when the head is frozen or ``scored`` (M)
-    is at most ``AUTO_STORE_CHUNKS x chunk_size``; the other two are returned as they are."""
+    is at most ``AUTO_STORE_CHUNKS`` chunks of ``rows`` (so the stored (M, V) factor stays within that many chunk
+    buffers); the other two are returned as they are."""
     if head_backward != "auto":
         return head_backward
-    return "store" if not head_trainable or scored <= AUTO_STORE_CHUNKS * chunk_size else "recompute"
+    return "store" if not head_trainable or scored <= AUTO_STORE_CHUNKS * rows else "recompute"
 
 
 def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, softcap: float | None) -> torch.Tensor:
@@ -109,6 +119,7 @@ def _forward_stats(
         target_logits[start:end] = logits.gather(-1, targets[start:end, None]).squeeze(-1)
         vocab_mean[start:end] = logits.mean(-1)
         lse[start:end] = _logsumexp_(logits)
+        del logits  # freed before the next chunk's buffer is allocated, not after: one (C, V) buffer at a time
     return lse, target_logits, vocab_mean
 
 
@@ -242,7 +253,8 @@ def chunked_token_logps(
         hidden: (M, H) hidden states of the M labelled positions.
         weight: (V, H) output projection (a bias-free head; a tied embedding matrix works the same).
         targets: (M,) label ids.
-        chunk_size: tokens per chunk (>= 1); the largest vocabulary-sized buffer is (chunk_size, V), plus the
+        chunk_size: tokens per chunk at most (>= 1), fewer where a (chunk, V) float32 buffer would exceed
+            ``CHUNK_BUFFER_BYTES`` (``chunk_rows``); the largest vocabulary-sized buffer is (chunk, V), plus the
             stored (M, V) gradient factor with ``head_backward="store"``.
         softcap: Gemma 2's ``final_logit_softcapping`` (``cap * tanh(logits / cap)``); ``None`` or 0 for none.
         head_backward: ``auto``, ``recompute`` or ``store`` (see the module docstring); the same values and
@@ -258,6 +270,7 @@ def chunked_token_logps(
         raise ValueError(f"chunk_size must be >= 1, not {chunk_size}")
     if head_backward not in HEAD_BACKWARDS:
         raise UserError(f"model.head_backward must be one of {list(HEAD_BACKWARDS)}, not {head_backward!r}")
+    chunk_size = chunk_rows(chunk_size, weight.shape[0])
     head_backward = resolve_head_backward(head_backward, hidden.shape[0], chunk_size, weight.requires_grad)
     store = head_backward == "store" and torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     function = StoredGradLabelledLogps if store else ChunkedLabelledLogps

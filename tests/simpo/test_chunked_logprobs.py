@@ -8,13 +8,16 @@ prompt masking and padding. A dispatch-mode probe checks that no buffer larger t
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from simpo.core.chunked_logprobs import chunked_sequence_logps
+from simpo.core import chunked_logprobs
+from simpo.core.chunked_logprobs import CHUNK_BUFFER_BYTES, chunk_rows, chunked_sequence_logps
 from simpo.core.logprobs import IGNORE_INDEX, SequenceLogps, sequence_logps
 from simpo.models.policy import disable_dropout
 from simpo.objectives import SimPO
@@ -204,3 +207,57 @@ def test_largest_vocabulary_buffer_is_chunk_size_by_vocab(chunked):
         assert probe.largest <= chunk_size * vocab
     else:
         assert probe.largest >= m * vocab
+
+
+class LiveVocabularyBuffers(TorchDispatchMode):
+    """Records the most (rows, V)-or-larger tensors alive at once among those the operators return."""
+
+    def __init__(self, threshold: int) -> None:
+        super().__init__()
+        self.threshold, self.live, self.most = threshold, set(), 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(tensor, torch.Tensor) and tensor.numel() >= self.threshold:
+                key = tensor.untyped_storage().data_ptr()
+                if key not in self.live:
+                    self.live.add(key)
+                    weakref.finalize(tensor, self.live.discard, key)
+                self.most = max(self.most, len(self.live))
+        return out
+
+
+@pytest.mark.parametrize(("chunk_size", "vocab", "rows"), [(1024, 32_000, 1024), (1024, 128_256, 523),
+                                                           (64, 128_256, 64), (1024, 2**30, 1)])  # fmt: skip
+def test_chunk_rows_bound_the_buffer_by_bytes(chunk_size, vocab, rows):
+    assert chunk_rows(chunk_size, vocab) == rows
+    assert rows * vocab * 4 <= CHUNK_BUFFER_BYTES or rows == 1
+
+
+@pytest.mark.parametrize("mode", ["recompute", "store"])
+def test_a_byte_bound_smaller_than_chunk_size_sets_the_rows_and_one_buffer_lives_at_a_time(monkeypatch, mode):
+    """With a byte bound of 16 rows of the vocabulary and chunk_size 1000, no buffer exceeds (16, V), at most
+    one vocabulary-sized buffer is alive at a time in forward, and the values
+    and gradients still equal the full logits in float64."""
+    vocab, hidden_size, rows = 1000, 8, 16
+    monkeypatch.setattr(chunked_logprobs, "CHUNK_BUFFER_BYTES", rows * vocab * 4)
+    head = nn.Linear(hidden_size, vocab, bias=False).double()
+    _, labels, _ = make_labels(8, 40, vocab, seed=5)
+    hidden = torch.randn(8, 40, hidden_size, dtype=torch.float64, requires_grad=True)
+    m = int((labels[:, 1:] != IGNORE_INDEX).sum())
+    with LargestBuffer() as largest:
+        stats = chunked_sequence_logps(hidden, labels, head, 1000, None, mode)
+        assert largest.largest <= (m if mode == "store" else rows) * vocab  # store: its (M, V) factor
+    with LiveVocabularyBuffers(rows * vocab) as live:
+        chunked_sequence_logps(hidden, labels, head, 1000, None, mode)
+    assert live.most == 1  # store forms each chunk's logits inside its (M, V) factor's rows
+    with LargestBuffer() as probe:
+        stats.logp_sum.sum().backward()
+    assert probe.largest <= (m if mode == "store" else rows) * vocab  # recompute: (16, V) chunks only
+    grads = (head.weight.grad.clone(), hidden.grad.clone())
+    head.weight.grad = hidden.grad = None
+    expected = full_path(hidden, labels, head, None)
+    expected.logp_sum.sum().backward()
+    assert rel_err(stats.logp_sum, expected.logp_sum) < 1e-12
+    assert rel_err(grads[0], head.weight.grad) < 1e-10 and rel_err(grads[1], hidden.grad) < 1e-10
