@@ -9,8 +9,8 @@ Writes ``path`` (JSON) at the end of training:
 
 - ``floor_rss_mib``: resident memory (``VmRSS``) at ``on_train_start``, i.e. before the first step (Python, torch,
   Lightning, tokenizer, data, model; the AdamW state is created lazily in the first step);
-- ``t_train_start`` / ``t_last_step_end`` (``time.time()``): the training part is from just before the first step
-  to the end of the last optimizer step (checkpointing and export come after);
+- ``t_train_start`` / ``t_first_step_end`` / ``t_last_step_end`` (``time.time()``): the training part is from just
+  before the first step to the end of the last optimizer step (checkpointing and export come after);
 - ``steps``, ``tokens``: optimizer steps and the pairs' chosen + rejected sequence tokens (``batch["num_tokens"]``,
   the same whatever ``data.layout``; ``attention_mask`` ones when a batch has no ``num_tokens``);
 - ``torch_threads``.
@@ -58,6 +58,7 @@ class ProcessProbe(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self.record["t_last_step_end"] = time.time()
+        self.record.setdefault("t_first_step_end", self.record["t_last_step_end"])
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.record.update(steps=trainer.global_step, tokens=int(sum(int(t) for t in self._tokens)),

@@ -31,14 +31,17 @@ Saves what our run saves: one full checkpoint at the last step (``save_strategy=
 "final")``, safetensors, like our ``hf/`` export).
 
 ``--probe FILE`` writes JSON: ``floor_rss_mib`` (``VmRSS`` at ``on_train_begin``, before the first step),
-``t_train_start`` / ``t_last_step_end`` (``time.time()``), ``steps``, ``tokens`` (the chosen + rejected sequence
-tokens TRL tokenised, i.e. trained on in one epoch) and ``torch_threads``. The callback costs two clock reads per
-step; the token count is taken after the run.
+``t_train_start`` / ``t_first_step_end`` / ``t_last_step_end`` (``time.time()``), the phase marks ``imported``,
+``model_loaded`` (tokenizer and model), ``data_loaded``, ``trainer_built`` (CPOTrainer's init, which tokenises),
+``checkpoint_saved`` (``on_save``), ``export_start`` / ``export_end`` (``save_model``) and ``exit``, ``steps``,
+``tokens`` (the chosen + rejected sequence tokens TRL tokenised, i.e. trained on in one epoch) and
+``torch_threads``. The callback costs two clock reads per step; the token count is taken after the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
 import os
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-    record: dict[str, Any] = {}
+    record: dict[str, Any] = {"imported": time.time()}
 
     class Probe(TrainerCallback):
         def on_train_begin(self, *_: Any, **__: Any) -> None:
@@ -90,12 +93,18 @@ def main(argv: list[str] | None = None) -> None:
 
         def on_step_end(self, *_: Any, **__: Any) -> None:
             record["t_last_step_end"] = time.time()
+            record.setdefault("t_first_step_end", record["t_last_step_end"])
+
+        def on_save(self, *_: Any, **__: Any) -> None:
+            record["checkpoint_saved"] = time.time()
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # CPOTrainer pads with it (padding is masked out)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    record["model_loaded"] = time.time()
     dataset = load_dataset("json", data_files=str(args.data / "train_prefs.jsonl"), split="train")
+    record["data_loaded"] = time.time()
     config = CPOConfig(
         output_dir=str(args.out),
         per_device_train_batch_size=args.batch_size,
@@ -126,8 +135,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     trainer = CPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=[Probe()])  # fmt: skip
+    record["trainer_built"] = time.time()
     result = trainer.train()
+    record["export_start"] = time.time()
     trainer.save_model(str(args.out / "final"))
+    record["export_end"] = time.time()
     if args.probe:
         columns = trainer.train_dataset.select_columns(["chosen_input_ids", "rejected_input_ids"])
         tokens = sum(len(ids) for ids in columns["chosen_input_ids"]) + sum(
@@ -136,7 +148,12 @@ def main(argv: list[str] | None = None) -> None:
         epochs = min(1.0, args.steps * args.batch_size / len(columns))
         record.update(steps=result.global_step, tokens=int(tokens * epochs), rows=len(columns))
         args.probe.parent.mkdir(parents=True, exist_ok=True)
-        args.probe.write_text(json.dumps(record, indent=1))
+
+        def write() -> None:  # at the interpreter's shutdown, after everything the run does
+            record["exit"] = time.time()
+            args.probe.write_text(json.dumps(record, indent=1))
+
+        atexit.register(write)
 
 
 if __name__ == "__main__":

@@ -186,6 +186,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="keep CPOConfig's default gradient_checkpointing=True (ours has none)")  # fmt: skip
     parser.add_argument("--ours-override", action="append", default=[],
                         help="extra key=value for train.py (repeatable), e.g. data.pack_length=2048")  # fmt: skip
+    parser.add_argument("--phases", action="store_true",
+                        help="time the fixed costs apart (ours run by benchmarks/phase_timer.py); adds their table")
     parser.add_argument("--work-dir", type=Path, help="where models, data, logs go (default: a new temp dir)")
     parser.add_argument("--results", type=Path, help="also write the markdown table here")
     args = parser.parse_args(argv)
@@ -300,6 +302,73 @@ def trl_command(args: argparse.Namespace, preset: dict[str, Any], model_dir: Pat
     return command + (["--gradient-checkpointing"] if args.trl_gradient_checkpointing else [])
 
 
+PHASES = (  # (key, label) of --phases' table, in the order a run meets them; the rows add up to the wall time
+    ("imports", "Python and imports"),
+    ("checks", "config and checks (ours: Hydra compose, run directory, tokenizer files)"),
+    ("tokenizer_model", "tokenizer and model load"),
+    ("data", "data: read, tokenise or load the cache (TRL: read only)"),
+    ("trainer", "trainer build and fit setup (TRL: with its tokenisation)"),
+    ("first_step", "first step"),
+    ("other_steps", "the other steps"),
+    ("checkpoint", "checkpoint save"),
+    ("export", "Hugging Face export"),
+    ("rest", "the rest (teardown, exit)"),
+)
+
+
+def phase_seconds(recorded: dict[str, Any], phases: dict[str, Any] | None, launched: float,
+                  wall_s: float) -> dict[str, float]:  # fmt: skip
+    """Seconds of each ``PHASES`` key for one run: ours from ``benchmarks/phase_timer.py``'s ``phases`` and the
+    probe, TRL's from the marks in its probe (``benchmarks/trl_simpo_run.py``); ``rest`` is what the others leave of
+    the wall time."""
+    start, first, last = recorded["t_train_start"], recorded["t_first_step_end"], recorded["t_last_step_end"]
+    if phases is not None:  # ours
+        calls = phases["calls"]
+
+        def spans(name: str) -> list[list[float]]:
+            return calls.get(name, [])
+
+        tokenizer, module = spans("load_tokenizer")[0], spans("build_module")[0]
+        seconds = {
+            "imports": phases["imported"] - launched,
+            "checks": tokenizer[0] - phases["imported"],
+            "tokenizer_model": (tokenizer[1] - tokenizer[0]) + (module[1] - module[0]),
+            "data": spans("load")[0][1] - spans("prepare_data")[0][0],  # fit calls both again (cached, ~0 s)
+            "trainer": start - module[1],
+            "checkpoint": sum(end - begin for begin, end in spans("save_checkpoint")),
+            "export": sum(end - begin for begin, end in spans("export")),
+        }
+    else:
+        seconds = {
+            "imports": recorded["imported"] - launched,
+            "checks": 0.0,
+            "tokenizer_model": recorded["model_loaded"] - recorded["imported"],
+            "data": recorded["data_loaded"] - recorded["model_loaded"],
+            "trainer": start - recorded["data_loaded"],
+            "checkpoint": recorded["checkpoint_saved"] - last,
+            "export": recorded["export_end"] - recorded["export_start"],
+        }
+    seconds.update(first_step=first - start, other_steps=last - first)
+    seconds["rest"] = wall_s - sum(seconds.values())
+    return seconds
+
+
+def phase_table(rows: list[dict[str, Any]]) -> str:
+    """Rows = ``PHASES``, columns = the sides (medians of their runs), each ours against TRL's."""
+    names = [row["name"] for row in rows]
+    trl = next((row for row in rows if row["name"] == "trl"), None)
+    lines = ["| phase (s) | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for key, label in (*PHASES, ("total", "whole process (wall)")):
+        cells = []
+        for row in rows:
+            value = row["wall_s"] if key == "total" else row.get(f"phase_{key}")
+            base = trl and (trl["wall_s"] if key == "total" else trl.get(f"phase_{key}"))
+            diff = f" ({value - base:+.1f})" if base is not None and row is not trl and value is not None else ""
+            cells.append("-" if value is None else f"{value:.1f}{diff}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def directory_mib(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) / 2**20
 
@@ -315,8 +384,10 @@ def metrics_tokens_per_sec(run_dir: Path) -> float | None:
     return statistics.median(values) if values else None
 
 
-def run_one(name: str, command: list[str], run_dir: Path, threads: int, output_dir: Path, probe: Path) -> dict:
-    """One complete process under /usr/bin/time -v; returns its measurements."""
+def run_one(name: str, command: list[str], run_dir: Path, threads: int, output_dir: Path, probe: Path,
+            phases: Path | None = None) -> dict:  # fmt: skip
+    """One complete process under /usr/bin/time -v; returns its measurements (with ``phase_*`` seconds when
+    ``phases`` is the phase timer's file or the side is TRL's and ``--phases`` asked for them)."""
     run_dir.mkdir(parents=True)
     time_file = run_dir / "time.txt"
     with (run_dir / "stdout.log").open("w") as out, (run_dir / "stderr.log").open("w") as err:
@@ -338,6 +409,10 @@ def run_one(name: str, command: list[str], run_dir: Path, threads: int, output_d
         "torch_threads": recorded.get("torch_threads"), "written_mib": directory_mib(output_dir),
         "metrics_tokens_per_sec": metrics_tokens_per_sec(output_dir),
     }  # fmt: skip
+    if phases is not None:
+        timer = json.loads(phases.read_text()) if name != "trl" else None
+        for key, value in phase_seconds(recorded, timer, launched, timed["wall_s"]).items():
+            result[f"phase_{key}"] = value
     report = output_dir / "data_report.json"
     if report.is_file():
         shutil.copy(report, run_dir / "data_report.json")
@@ -402,13 +477,15 @@ def main(argv: list[str] | None = None) -> None:
         for name, layout in sides:
             slug = name.replace(" ", "_")
             run_dir, output_dir = work / "runs" / f"{slug}_{repeat}", work / "outputs" / f"{slug}_{repeat}"
-            probe = run_dir / "probe.json"
+            probe, phases = run_dir / "probe.json", (run_dir / "phases.json" if args.phases else None)
             if name == "trl":
                 command = trl_command(args, preset, model_dir, data_dir, output_dir, probe)
             else:
                 command = ours_command(args, preset, model_dir, data_dir, output_dir, probe, layout)
+                if phases is not None:  # the same command, run by the phase timer
+                    command[1:2] = [str(ROOT / "benchmarks" / "phase_timer.py"), str(phases), "train.py"]
             print(f"[{repeat + 1}/{args.repeats}] {name} ...", file=sys.stderr, flush=True)
-            result = run_one(name, command, run_dir, args.threads, output_dir, probe)
+            result = run_one(name, command, run_dir, args.threads, output_dir, probe, phases)
             print(f"    wall {result['wall_s']:.1f} s, peak RSS {result['peak_rss_mib']:.0f} MiB, floor "
                   f"{result['floor_rss_mib']:.0f} MiB, train {result['train_s']:.1f} s", file=sys.stderr)  # fmt: skip
             runs[name].append(result)
@@ -424,6 +501,9 @@ def main(argv: list[str] | None = None) -> None:
         f"run(s) per side"
     )  # fmt: skip
     text = f"{header}\n\n{table(rows)}\n"
+    if args.phases:
+        intro = "Where the time goes (median seconds per phase; ours with the difference to TRL's):"
+        text += f"\n{intro}\n\n{phase_table(rows)}\n"
     print("\n" + text)
     (work / "results.md").write_text(text)
     (work / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},

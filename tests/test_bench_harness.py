@@ -12,7 +12,17 @@ from pathlib import Path
 import pytest
 
 from benchmarks import varied_pairs
-from benchmarks.whole_process_vs_trl import PRESETS, main, ours_command, parse_time_v, table, trl_command
+from benchmarks.whole_process_vs_trl import (
+    PHASES,
+    PRESETS,
+    main,
+    ours_command,
+    parse_time_v,
+    phase_seconds,
+    phase_table,
+    table,
+    trl_command,
+)
 from data.tokenizers import load_tokenizer
 
 GNU_TIME_OUTPUT = """\tCommand being timed: "python train.py model.name_or_path=/tmp/m"
@@ -113,15 +123,47 @@ def test_table_ratios():
     assert lines[2].endswith("| 1.00x | 1.00x | 1.00x | - |")
 
 
+def test_phases_of_either_side_add_up_to_the_wall_time():
+    probe = {"t_train_start": 110.0, "t_first_step_end": 112.0, "t_last_step_end": 120.0}
+    calls = {
+        "load_tokenizer": [[104.5, 105.0]],
+        "prepare_data": [[105.0, 106.0], [110.0, 110.0]],  # fit calls prepare_data and load again (cached)
+        "load": [[106.0, 106.5], [110.0, 110.0]],
+        "build_module": [[106.5, 108.0]],
+        "save_checkpoint": [[120.5, 121.0], [121.0, 121.2]],
+        "export": [[121.5, 122.0]],
+    }
+    ours = {"imported": 104.0, "calls": calls}
+    seconds = phase_seconds(probe, ours, launched=100.0, wall_s=23.0)
+    assert seconds == pytest.approx({"imports": 4.0, "checks": 0.5, "tokenizer_model": 2.0, "data": 1.5,
+                                     "trainer": 2.0, "first_step": 2.0, "other_steps": 8.0, "checkpoint": 0.7,
+                                     "export": 0.5, "rest": 1.8})  # fmt: skip
+    trl = {**probe, "imported": 103.0, "model_loaded": 104.0, "data_loaded": 104.5, "checkpoint_saved": 121.0,
+           "export_start": 121.0, "export_end": 121.5}  # fmt: skip
+    seconds = phase_seconds(trl, None, launched=100.0, wall_s=22.0)
+    assert seconds["checks"] == 0.0 and seconds["trainer"] == pytest.approx(5.5)
+    assert sum(seconds.values()) == pytest.approx(22.0) and set(seconds) == {key for key, _ in PHASES}
+    rows = [
+        {"name": "trl", "wall_s": 22.0, **{f"phase_{k}": v for k, v in seconds.items()}},
+        {"name": "ours default", "wall_s": 20.0, **{f"phase_{k}": v - 0.1 for k, v in seconds.items()}},
+    ]
+    lines = phase_table(rows).splitlines()
+    assert len(lines) == 2 + len(PHASES) + 1 and lines[-1].endswith("| 22.0 | 20.0 (-2.0) |")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("trl") is None, reason="pip install -r requirements-bench.txt")
 @pytest.mark.skipif(shutil.which("time") is None and not Path("/usr/bin/time").exists(), reason="no GNU time")
 def test_smoke_both_sides_end_to_end(tmp_path, capsys):
-    main(["--preset", "mistral", "--tiny", "--steps", "2", "--work-dir", str(tmp_path)])
+    main(["--preset", "mistral", "--tiny", "--steps", "2", "--work-dir", str(tmp_path), "--phases"])
     results = json.loads((tmp_path / "results.json").read_text())
     names = [row["name"] for row in results["medians"]]
     assert names == ["trl", "ours padded"]
     tokens = {row["tokens"] for row in results["medians"]}
     assert len(tokens) == 1  # both sides trained the same sequences
     assert all(row["floor_rss_mib"] < row["peak_rss_mib"] for row in results["medians"])
-    assert "| trl |" in capsys.readouterr().out
+    for row in results["medians"]:  # ours ran under benchmarks/phase_timer.py: every phase timed, none negative
+        phases = [row[f"phase_{key}"] for key, _ in PHASES]
+        assert sum(phases) == pytest.approx(row["wall_s"]) and min(phases) >= 0.0, row
+    out = capsys.readouterr().out
+    assert "| trl |" in out and "| first step |" in out
