@@ -39,6 +39,7 @@ from simpo.core.global_batch import accumulation_steps
 from simpo.errors import UserError
 from simpo.io import write_text
 from simpo.models.adapters import apply_adapters, check_adapter_settings, quantized_loading
+from simpo.models.checkpointing import choose_checkpointing
 from simpo.models.policy import build_policy, check_context_length, tokenizer_source, warn_low_precision_weights
 from simpo.models.pretrained_source import check_pretrained_source, check_tokenizer_files
 from simpo.reference.build import (
@@ -165,12 +166,28 @@ def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> SimPOModul
     )
 
 
+def training_device(cfg: DictConfig) -> str:
+    """``cuda`` or ``cpu``: where ``trainer.accelerator`` (``auto``: a visible GPU) trains."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "cuda" if cuda else "cpu"
+
+
+def settle_checkpointing(cfg: DictConfig) -> None:
+    """Make ``model.gradient_checkpointing`` concrete (``auto``: ``choose_checkpointing`` for the training device), so
+    that ``config.yaml`` records what ran; the choice is logged."""
+    requested = cfg.model.get("gradient_checkpointing", False)
+    chosen, why = choose_checkpointing(requested, training_device(cfg))
+    if chosen != requested:
+        log.info("%s: %s", why, chosen)
+        cfg.model.gradient_checkpointing = chosen
+
+
 def settle_layout(cfg: DictConfig, resume: CheckpointInfo | None) -> str:
     """Make ``data.layout`` concrete (``auto``: ``data.collate.choose_layout`` for the training device, the attention
     kernel and a resumed checkpoint's layout), so that ``config.yaml`` and the checkpoints record the layout used;
     returns why it is that one (logged and written to ``data_report.json``)."""
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    cuda = training_device(cfg) == "cuda"
     resumed = None
     if resume is not None:
         resumed = ((resume.config or {}).get("data") or {}).get("layout", "padded")  # older checkpoints: padded
@@ -242,6 +259,7 @@ def prepare(cfg: DictConfig, sweep: bool = False) -> PreparedRun:
         check_optimized_metric(cfg.optimized_metric, logged_metrics(objective, callbacks))
     resume = read_checkpoint(plan.ckpt_path) if plan.ckpt_path else None
     layout_choice = settle_layout(cfg, resume)
+    settle_checkpointing(cfg)
     changed: dict[str, dict[str, Any]] = {}
     if resume is not None:
         check_strategy(resume, sharded=bool(cfg.get("fsdp")))

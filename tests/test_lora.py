@@ -25,6 +25,7 @@ from simpo.models.adapters import (
     default_target_modules,
     merged_state_dict,
 )
+from simpo.models.checkpointing import checkpointing_kwargs
 from simpo.models.policy import build_policy
 from tests.conftest import compose_train
 from tests.test_resume import SendSignalAt, losses
@@ -107,10 +108,10 @@ def test_merged_weights_equal_a_float64_hand_computation(llama3_tokenizer):
 
 def test_gradient_checkpointing_gives_the_same_adapter_gradients(llama3_tokenizer):
     grads = []
-    for checkpointing in (False, True):
+    for checkpointing in (False, True, "selective"):
         policy = tiny_policy(llama3_tokenizer)
         if checkpointing:
-            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs(checkpointing))
         torch.manual_seed(3)
         adapted = apply_adapters(policy, AdapterSettings(r=4, alpha=8), gradient_checkpointing=checkpointing)
         randomise_adapters(adapted)
@@ -118,9 +119,10 @@ def test_gradient_checkpointing_gives_the_same_adapter_gradients(llama3_tokenize
         ids, mask, _ = batch(llama3_tokenizer)
         adapted(input_ids=ids, attention_mask=mask).logits.float().logsumexp(-1).mean().backward()
         grads.append({n: p.grad.clone() for n, p in adapted.named_parameters() if p.requires_grad})
-    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 2 * 2 * 7  # A and B x 2 layers x 7 projections
+    assert grads[0].keys() == grads[1].keys() == grads[2].keys() and len(grads[0]) == 2 * 2 * 7  # A, B x 2 x 7
     for name, grad in grads[0].items():
         assert grad.abs().max() > 0 and torch.allclose(grads[1][name], grad, atol=1e-6), name
+        assert torch.equal(grads[2][name], grad), name  # selective recomputes only element-wise work: bit for bit
 
 
 @pytest.mark.parametrize(

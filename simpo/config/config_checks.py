@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from simpo.core.chunked_logprobs import HEAD_BACKWARDS
 from simpo.core.value_checks import is_integer, is_number
 from simpo.errors import UserError
+from simpo.models.checkpointing import is_checkpointing
 from simpo.models.policy import DTYPES
 from simpo.training.optim import IMPLEMENTATIONS
 
@@ -51,6 +52,7 @@ RULES: dict[str, Rule] = {
     "data.max_tokens_per_batch": (lambda v: v is None or (is_integer(v) and v >= 1), "null or a positive integer"),
     "model.dtype": (lambda v: v in DTYPES, f"one of {sorted(DTYPES)}"),
     "model.head_backward": (lambda v: v in HEAD_BACKWARDS, f"one of {list(HEAD_BACKWARDS)}"),
+    "model.gradient_checkpointing": (is_checkpointing, "false, true (all activations) or selective (element-wise)"),
     "max_nonfinite_steps": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
     "overwrite": (lambda v: isinstance(v, bool), "true or false"),
     "validate_before_training": (lambda v: isinstance(v, bool), "true or false"),

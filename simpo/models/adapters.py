@@ -22,6 +22,7 @@ from transformers import PreTrainedModel
 
 from simpo.core.value_checks import check_number, check_one_of, check_positive_int
 from simpo.errors import UserError
+from simpo.models.checkpointing import checkpointing_kwargs
 
 METHODS = ("lora", "qlora")
 EXPORTS = ("merged", "adapter")
@@ -192,7 +193,10 @@ def _check_targets(policy: PreTrainedModel, targets: tuple[str, ...], rank: int,
 
 
 def apply_adapters(
-    policy: PreTrainedModel, settings: AdapterSettings, gradient_checkpointing: bool = False, chunked_head: bool = True
+    policy: PreTrainedModel,
+    settings: AdapterSettings,
+    gradient_checkpointing: bool | str = False,
+    chunked_head: bool = True,
 ) -> nn.Module:
     """Freeze ``policy`` and wrap it with LoRA adapters (``peft.get_peft_model``); returns the ``PeftModel``.
 
@@ -219,8 +223,8 @@ def apply_adapters(
     if settings.quantized:
         prepare_model_for_kbit_training(
             policy,
-            use_gradient_checkpointing=gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
+            use_gradient_checkpointing=bool(gradient_checkpointing),
+            gradient_checkpointing_kwargs=checkpointing_kwargs(gradient_checkpointing),
         )
     config = LoraConfig(
         task_type="CAUSAL_LM",

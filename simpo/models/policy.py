@@ -18,6 +18,7 @@ from transformers import (
 
 from simpo.core.finite import describe_nonfinite, nonfinite_tensors
 from simpo.errors import UserError
+from simpo.models.checkpointing import checkpointing_kwargs
 from simpo.models.structure import decoder_layer_classes, parameters_on_meta
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def build_policy(
     architecture: dict[str, Any] | None = None,
     dtype: str = "float32",
     attn_implementation: str = "auto",
-    gradient_checkpointing: bool = False,
+    gradient_checkpointing: bool | str = False,
     compile_layers: bool = False,
     empty_init: bool = False,
     layout: str = "padded",
@@ -178,7 +179,8 @@ def build_policy(
             ``name_or_path`` is ``None``. Weights follow the global seed.
         dtype: parameter dtype, ``float32`` | ``bfloat16`` | ``float16``.
         attn_implementation: ``auto`` | ``sdpa`` | ``eager`` | ``flash_attention_2`` | ...
-        gradient_checkpointing: recompute each decoder layer's activations in the backward pass.
+        gradient_checkpointing: recompute each decoder layer's activations in the backward pass: ``True`` all of
+            them, ``"selective"`` the element-wise ones only (``simpo.models.checkpointing``), ``False`` none.
         compile_layers: ``torch.compile`` each decoder layer (the classes of ``_no_split_modules``).
         layout: the batch layout (``data.layout``), which ``attn_implementation=auto`` takes into account.
         empty_init: create the parameters on the meta device (no memory, buffers real) for FSDP to shard
@@ -221,7 +223,7 @@ def build_policy(
     # transformers layers only checkpoint activations in train mode (dropout is off either way).
     model.train()
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs(gradient_checkpointing))
         model.config.use_cache = False
     if compile_layers:
         layer_types = decoder_layer_classes(model)
