@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.tokenizers import load_tokenizer
-from simpo.evaluation.decoding import Decoding
+from simpo.models.decoding import Decoding
 from simpo.models.policy import build_policy
 from simpo.sampling.engines import HFEngine
 from simpo.sampling.prompts import load_prompts, prompt_token_ids

@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM
 
 from simpo.core.labelled_head import attach_labelled_logps
 from simpo.core.logprobs import labelled_positions, target_sequence_logps
-from simpo.evaluation.policy_source import load_policy
+from simpo.loading.policy_source import load_policy
 from simpo.models.adapters import (
     AdapterSettings,
     adapters_disabled,

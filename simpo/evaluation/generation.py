@@ -12,8 +12,8 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from simpo.errors import UserError
-from simpo.evaluation.decoding import Decoding
 from simpo.evaluation.prompt_sets import Prompt
+from simpo.models.decoding import Decoding
 
 BACKENDS = ("hf", "vllm")
 

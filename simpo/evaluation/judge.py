@@ -10,8 +10,8 @@ from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig
 
 from simpo.errors import UserError
-from simpo.evaluation.weights import refuse_nonfinite
 from simpo.models.pretrained_source import check_pretrained_source
+from simpo.models.weights import refuse_nonfinite
 
 
 def check_reward_architecture(config: PretrainedConfig, name_or_path: str, key: str = "judge.reward_model") -> None:

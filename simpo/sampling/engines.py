@@ -16,7 +16,7 @@ import torch
 from transformers import PreTrainedModel
 
 from simpo.errors import UserError
-from simpo.evaluation.decoding import Decoding
+from simpo.models.decoding import Decoding
 
 BACKENDS = ("auto", "hf", "vllm")
 

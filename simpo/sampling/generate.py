@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from simpo.evaluation.decoding import Decoding
+from simpo.models.decoding import Decoding
 from simpo.sampling.engines import Engine
 from simpo.sampling.prompts import Prompt
 from simpo.sampling.shards import ShardPlan, ShardStore

@@ -9,7 +9,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from data.tokenizers import BUNDLED, load_tokenizer, override_chat_template
 from simpo.errors import UserError
-from simpo.evaluation.policy_source import load_policy
+from simpo.loading.policy_source import load_policy
 from simpo.models.policy import build_policy, tokenizer_source
 from simpo.models.pretrained_source import check_pretrained_source
 

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from simpo.core.value_checks import check_non_negative_int, check_number, check_one_of, check_positive_int, is_integer
 from simpo.errors import UserError
-from simpo.evaluation.decoding import Decoding
+from simpo.models.decoding import Decoding
 from simpo.models.policy import DTYPES
 from simpo.sampling.engines import BACKENDS
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from simpo.evaluation.decoding import Decoding
 from simpo.evaluation.judge import RewardModel
+from simpo.models.decoding import Decoding
 from simpo.sampling.binarize import binarize, pick_pair, split_pairs
 from simpo.sampling.engines import HFEngine
 from simpo.sampling.prompts import Prompt, load_prompts, prompt_token_ids

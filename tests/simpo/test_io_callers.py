@@ -9,7 +9,7 @@ import pytest
 
 from simpo import io
 from simpo.errors import CheckpointError, MissingFileError
-from simpo.evaluation.policy_source import load_policy
+from simpo.loading.policy_source import load_policy
 from simpo.runs.resume import CheckpointInfo, check_strategy
 from simpo.runs.run_dir import plan_run_dir
 from tests.simpo.test_io_writer import dead_pid

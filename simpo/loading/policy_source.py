@@ -12,11 +12,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from data.tokenizers import BUNDLED, load_tokenizer, override_chat_template
 from simpo.errors import MissingFileError, UserError
-from simpo.evaluation.weights import refuse_nonfinite
 from simpo.io import read_torch_file
 from simpo.models.adapters import adapter_base, is_adapter_dir, merge_saved_adapter
 from simpo.models.policy import build_policy, tokenizer_source
 from simpo.models.pretrained_source import check_pretrained_source, check_tokenizer_files
+from simpo.models.weights import refuse_nonfinite
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Building what a command runs from its config: the policy and its tokenizer, the reward model."""
