@@ -25,7 +25,7 @@ from simpo.config.entrypoint import (
 )
 from simpo.errors import UserError
 from simpo.evaluation.generation import answer, check_prompts
-from simpo.evaluation.judge import RewardModel, compare
+from simpo.evaluation.judge import compare
 from simpo.evaluation.plots import reward_histogram, training_curves
 from simpo.evaluation.preference import pair_rewards, preference_metrics
 from simpo.evaluation.prompt_sets import Format, Prompt, load_prompts, read_answers, write_answers
@@ -33,6 +33,7 @@ from simpo.evaluation.reference_source import evaluation_reference
 from simpo.evaluation.report import markdown_table, write_metrics, write_report
 from simpo.evaluation.settings import resolve_device, validate_settings
 from simpo.loading.policy_source import LoadedPolicy, load_policy
+from simpo.loading.reward import RewardModel
 from simpo.models import decoding as dec
 from simpo.objectives import Objective
 from simpo.reference.build import install_reference_collator

@@ -26,7 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from simpo.config.entrypoint import register_resolvers, silence_library_noise, user_errors_as_messages
 from simpo.errors import UserError
-from simpo.evaluation.judge import RewardModel
+from simpo.loading.reward import RewardModel
 from simpo.models.policy import DTYPES
 from simpo.runs.lock import RunDirLock
 from simpo.sampling.binarize import binarize, split_pairs, write_splits

@@ -20,8 +20,9 @@ from data.tokenizers import load_tokenizer
 from evaluate import evaluate
 from simpo.errors import UserError
 from simpo.evaluation import plots
-from simpo.evaluation.judge import RewardModel, win_rate
+from simpo.evaluation.judge import win_rate
 from simpo.evaluation.prompt_sets import detect_format
+from simpo.loading.reward import RewardModel
 from simpo.models.decoding import decoding_for
 from simpo.runs.lock import RunDirInUseError
 from tests.conftest import ROOT, TINY_OVERRIDES, compose_train

@@ -1,6 +1,6 @@
 """The score stage: every (prompt, response) conversation rated by a reward model, shard by shard.
 
-Any ``AutoModelForSequenceClassification`` (``simpo.evaluation.judge.RewardModel`` loads and checks it; custom
+Any ``AutoModelForSequenceClassification`` (``simpo.loading.reward.RewardModel`` loads and checks it; custom
 code such as ArmoRM's only with ``reward_model.trust_remote_code=true``). Each conversation is rendered in the
 reward model's own chat template and tokenised without extra special tokens; conversations longer than
 ``reward_model.max_length`` tokens keep their first tokens and are counted as truncated (and as ``response_lost`` when
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from simpo.errors import UserError
-from simpo.evaluation.judge import RewardModel
+from simpo.loading.reward import RewardModel
 from simpo.sampling.generate import Throughput
 from simpo.sampling.shards import ShardPlan, ShardStore
 

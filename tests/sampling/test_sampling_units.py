@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from simpo.evaluation.judge import RewardModel
+from simpo.loading.reward import RewardModel
 from simpo.models.decoding import Decoding
 from simpo.sampling.binarize import binarize, pick_pair, split_pairs
 from simpo.sampling.engines import HFEngine
