@@ -23,6 +23,7 @@ from simpo.config.entrypoint import (
     silence_library_noise,
     user_errors_as_messages,
 )
+from simpo.core.device import resolve_device
 from simpo.errors import UserError
 from simpo.evaluation.generation import answer, check_prompts
 from simpo.evaluation.judge import compare
@@ -31,7 +32,7 @@ from simpo.evaluation.preference import pair_rewards, preference_metrics
 from simpo.evaluation.prompt_sets import Format, Prompt, load_prompts, read_answers, write_answers
 from simpo.evaluation.reference_source import evaluation_reference
 from simpo.evaluation.report import markdown_table, write_metrics, write_report
-from simpo.evaluation.settings import resolve_device, validate_settings
+from simpo.evaluation.settings import validate_settings
 from simpo.loading.policy_source import LoadedPolicy, load_policy
 from simpo.loading.reward import RewardModel
 from simpo.models import decoding as dec

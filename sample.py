@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from simpo.config.entrypoint import register_resolvers, silence_library_noise, user_errors_as_messages
+from simpo.core.device import resolve_device
 from simpo.errors import UserError
 from simpo.loading.reward import RewardModel
 from simpo.models.policy import DTYPES
@@ -36,7 +37,7 @@ from simpo.sampling.policy import sampling_policy
 from simpo.sampling.prompts import PromptSet, load_prompts, prompt_token_ids
 from simpo.sampling.report import stage_totals, summary_lines, write_report
 from simpo.sampling.score import Scorer, run_score
-from simpo.sampling.settings import check_sample_config, decoding, resolve_device
+from simpo.sampling.settings import check_sample_config, decoding
 from simpo.sampling.shards import (
     MANIFEST,
     ShardPlan,

@@ -35,6 +35,7 @@ from simpo.config.entrypoint import (
     silence_library_noise,
     user_errors_as_messages,
 )
+from simpo.core.device import training_device
 from simpo.core.global_batch import accumulation_steps
 from simpo.errors import UserError
 from simpo.io import write_text
@@ -166,18 +167,11 @@ def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> SimPOModul
     )
 
 
-def training_device(cfg: DictConfig) -> str:
-    """``cuda`` or ``cpu``: where ``trainer.accelerator`` (``auto``: a visible GPU) trains."""
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return "cuda" if cuda else "cpu"
-
-
 def settle_checkpointing(cfg: DictConfig) -> None:
     """Make ``model.gradient_checkpointing`` concrete (``auto``: ``choose_checkpointing`` for the training device), so
     that ``config.yaml`` records what ran; the choice is logged."""
     requested = cfg.model.get("gradient_checkpointing", False)
-    chosen, why = choose_checkpointing(requested, training_device(cfg))
+    chosen, why = choose_checkpointing(requested, training_device(str(cfg.trainer.get("accelerator", "auto"))))
     if chosen != requested:
         log.info("%s: %s", why, chosen)
         cfg.model.gradient_checkpointing = chosen
@@ -187,7 +181,7 @@ def settle_layout(cfg: DictConfig, resume: CheckpointInfo | None) -> str:
     """Make ``data.layout`` concrete (``auto``: ``data.collate.choose_layout`` for the training device, the attention
     kernel and a resumed checkpoint's layout), so that ``config.yaml`` and the checkpoints record the layout used;
     returns why it is that one (logged and written to ``data_report.json``)."""
-    cuda = training_device(cfg) == "cuda"
+    cuda = training_device(str(cfg.trainer.get("accelerator", "auto"))) == "cuda"
     resumed = None
     if resume is not None:
         resumed = ((resume.config or {}).get("data") or {}).get("layout", "padded")  # older checkpoints: padded

@@ -292,7 +292,7 @@ def test_settings_are_checked_first(tmp_path, override, error, match):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
 def test_device_cuda_without_a_gpu(tmp_path):
     refused(tmp_path / "run", [f"model.name_or_path={MISSING}", "device=cuda"], ValueError,
-            r"device=cuda but no CUDA GPU is available here: use device=auto or device=cpu")  # fmt: skip
+            r"device=cuda but no CUDA GPU is visible here: use device=auto or device=cpu")  # fmt: skip
 
 
 @pytest.mark.parametrize(

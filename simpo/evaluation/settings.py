@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
+from simpo.core.device import resolve_device
 from simpo.core.value_checks import check_number, check_one_of, check_positive_int, is_integer
 from simpo.errors import MissingFileError, UserError
 from simpo.evaluation.generation import BACKENDS
@@ -21,14 +21,6 @@ from simpo.evaluation.prompt_sets import FORMATS
 from simpo.models.policy import resolve_dtype
 
 TASKS = ("preference", "generate", "judge")
-DEVICES = ("auto", "cpu", "cuda")
-
-
-def resolve_device(device: str) -> str:
-    """``cuda`` or ``cpu`` for ``device`` (auto | cpu | cuda): auto is cuda when a GPU is visible."""
-    return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
-
-
 def validate_settings(cfg: DictConfig) -> None:
     """Check every evaluate key whose value alone can be wrong, and the keys each task in ``cfg.tasks`` needs.
 
@@ -40,9 +32,7 @@ def validate_settings(cfg: DictConfig) -> None:
     tasks = _check_tasks(cfg.tasks)
     if not isinstance(cfg.get("overwrite", False), bool):
         raise UserError(f"overwrite must be true or false, not {cfg.overwrite!r}")
-    check_one_of("device", cfg.device, DEVICES)
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda but no CUDA GPU is available here: use device=auto or device=cpu")
+    resolve_device(cfg.device)
     resolve_dtype(cfg.model.dtype)
     check_positive_int("model.chunk_size", cfg.model.chunk_size, nullable=True)
     check_positive_int("preference.max_pairs", cfg.preference.max_pairs, nullable=True)

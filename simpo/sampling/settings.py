@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
+from simpo.core.device import resolve_device
 from simpo.core.value_checks import check_non_negative_int, check_number, check_one_of, check_positive_int, is_integer
 from simpo.errors import UserError
 from simpo.models.decoding import Decoding
@@ -15,7 +15,6 @@ from simpo.models.policy import DTYPES
 from simpo.sampling.engines import BACKENDS
 
 STAGES = ("generate", "score", "binarize")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def check_stages(stages: Any) -> tuple[str, ...]:
@@ -44,14 +43,6 @@ def check_test_size(value: Any) -> float | int:
     if not ((isinstance(value, float) and 0 < value < 1) or (is_integer(value) and value >= 1)):
         raise UserError(f"binarize.test_size must be a fraction in (0, 1) or a positive pair count, not {value!r}")
     return value
-
-
-def resolve_device(device: str) -> str:
-    """``cuda`` or ``cpu`` for ``device`` (auto: cuda when a GPU is visible)."""
-    check_one_of("device", device, DEVICES)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda but no GPU is visible: use device=auto or device=cpu")
-    return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
 
 
 def check_sample_config(cfg: DictConfig) -> tuple[str, ...]:
