@@ -25,7 +25,7 @@ from callbacks.final_checkpoint import FinalCheckpoint
 from callbacks.preemption import RunInterrupted
 from callbacks.trainable_checkpoint import TrainableOnlyCheckpoint
 from data.collate import choose_layout
-from data.tokenizers import BUNDLED, cache_root, load_tokenizer
+from data.tokenizers import cache_root
 from simpo.config.config_checks import check_train_config
 from simpo.config.entrypoint import (
     PROJECT_ROOT,
@@ -39,10 +39,11 @@ from simpo.core.device import training_device
 from simpo.core.global_batch import accumulation_steps
 from simpo.errors import UserError
 from simpo.io import write_text
+from simpo.loading.policy_source import load_model_tokenizer
 from simpo.models.adapters import apply_adapters, check_adapter_settings, quantized_loading
 from simpo.models.checkpointing import choose_checkpointing
-from simpo.models.policy import build_policy, check_context_length, tokenizer_source, warn_low_precision_weights
-from simpo.models.pretrained_source import check_pretrained_source, check_tokenizer_files
+from simpo.models.policy import build_policy, check_context_length, warn_low_precision_weights
+from simpo.models.pretrained_source import check_pretrained_source
 from simpo.reference.build import (
     build_reference,
     check_reference_config,
@@ -269,13 +270,7 @@ def prepare(cfg: DictConfig, sweep: bool = False) -> PreparedRun:
     if not cfg.get("peft"):  # adapters are kept in fp32 (peft) whatever the frozen base's dtype
         warn_low_precision_weights(cfg.model.dtype, cfg.optimizer.lr)
     L.seed_everything(cfg.seed, workers=True)
-    source = tokenizer_source(cfg.model.get("tokenizer"), cfg.model.name_or_path)
-    check_pretrained_source(source, "model.tokenizer" if cfg.model.get("tokenizer") else "model.name_or_path",
-                            bundled=tuple(BUNDLED))  # fmt: skip
-    if cfg.model.name_or_path is not None:
-        check_pretrained_source(cfg.model.name_or_path, "model.name_or_path")
-    check_tokenizer_files(source, "model.tokenizer" if cfg.model.get("tokenizer") else "model.name_or_path")
-    tokenizer = load_tokenizer(source)
+    tokenizer = load_model_tokenizer(cfg.model.name_or_path, cfg.model.get("tokenizer"))
     datamodule = build(cfg.data, key="data", tokenizer=tokenizer, layout_choice=layout_choice)
     datamodule.prepare_data()  # load, tokenise and check the data now: a bad file must not touch the run directory
     datamodule.load("fit")

@@ -8,7 +8,8 @@ calls, in the same order), sets ``sys.argv`` to what follows ``train.py`` and ca
 Hydra entry point as ``python train.py`` would. At exit it writes ``OUT.json``:
 
 - ``imported``: when ``import train`` returned (Python, torch, Lightning, Transformers, Hydra, ...);
-- ``calls``: ``{name: [[start, end], ...]}`` for ``prepare`` (checks, data, model, trainer), ``load_tokenizer``,
+- ``calls``: ``{name: [[start, end], ...]}`` for ``prepare`` (checks, data, model, trainer), ``load_tokenizer``
+  (``load_model_tokenizer``),
   ``prepare_data`` (read, tokenise or load from the cache) and ``load`` of the data module, ``build_module`` (policy,
   objective, reference), ``execute``, ``fit``, ``save_checkpoint`` (every checkpoint written) and ``export`` (the
   Hugging Face export);
@@ -62,8 +63,9 @@ def main() -> None:
 
     record["imported"] = time.time()
     calls = record["calls"]
-    for name in ("prepare", "load_tokenizer", "build_module", "execute"):
+    for name in ("prepare", "build_module", "execute"):
         setattr(train, name, timed(calls, name, getattr(train, name)))
+    train.load_model_tokenizer = timed(calls, "load_tokenizer", train.load_model_tokenizer)
     PreferenceDataModule.prepare_data = timed(calls, "prepare_data", PreferenceDataModule.prepare_data)
     PreferenceDataModule.load = timed(calls, "load", PreferenceDataModule.load)
     L.Trainer.fit = timed(calls, "fit", L.Trainer.fit)

@@ -36,6 +36,26 @@ class LoadedPolicy:
     training_config: dict[str, Any] | None
 
 
+def load_model_tokenizer(name_or_path: str | None, tokenizer: str | None, stored: str = "") -> PreTrainedTokenizerBase:
+    """The tokenizer of a ``model`` section: ``model.tokenizer`` when set, else ``model.name_or_path``'s, else (random
+    initialisation) the bundled default; the one place train, evaluate and sample turn these keys into a tokenizer.
+
+    Every source is checked before anything loads: each exists (a local directory, a hub id or a bundled name for
+    the tokenizer) and a tokenizer directory holds tokenizer files. ``stored`` follows the key in messages when the
+    keys come from a checkpoint's training config (`` (in the training config of ckpt_path=...)``).
+
+    Raises:
+        FileNotFoundError, ValueError: naming the key whose value is wrong.
+    """
+    key = f"{'model.tokenizer' if tokenizer or name_or_path is None else 'model.name_or_path'}{stored}"
+    source = tokenizer_source(tokenizer, name_or_path)
+    check_pretrained_source(source, key, bundled=tuple(BUNDLED))
+    if name_or_path is not None:
+        check_pretrained_source(name_or_path, f"model.name_or_path{stored}")
+    check_tokenizer_files(source, key)
+    return load_tokenizer(source)
+
+
 def load_policy(
     name_or_path: str | None,
     ckpt_path: str | None,
@@ -54,11 +74,7 @@ def load_policy(
         raise UserError("set exactly one of model.name_or_path (an hf/ export, local dir or hub id) or ckpt_path")
     if ckpt_path is not None:
         return _from_checkpoint(Path(ckpt_path), dtype, attn_implementation)
-    check_pretrained_source(name_or_path, "model.name_or_path")
-    if tokenizer is not None:
-        check_pretrained_source(tokenizer, "model.tokenizer", bundled=tuple(BUNDLED))
-    check_tokenizer_files(tokenizer or name_or_path, "model.tokenizer" if tokenizer else "model.name_or_path")
-    tok = load_tokenizer(tokenizer or name_or_path)
+    tok = load_model_tokenizer(name_or_path, tokenizer)
     if is_adapter_dir(name_or_path):  # an adapter-only export (peft.export=adapter): merged onto its base here
         base = adapter_base(name_or_path)
         check_pretrained_source(base, f"base_model_name_or_path in {name_or_path}/adapter_config.json")
@@ -96,12 +112,8 @@ def _from_checkpoint(path: Path, dtype: str, attn_implementation: str) -> Loaded
             "instead, model.name_or_path=<run dir>/hf (merged or adapter-only)"
         )
     model_cfg = config["model"]
-    stored = f"in the training config of ckpt_path={path}"
-    if model_cfg["name_or_path"] is not None:
-        check_pretrained_source(model_cfg["name_or_path"], f"model.name_or_path ({stored})")
-    if model_cfg["tokenizer"] is not None:
-        check_pretrained_source(model_cfg["tokenizer"], f"model.tokenizer ({stored})", bundled=tuple(BUNDLED))
-    tok = load_tokenizer(tokenizer_source(model_cfg.get("tokenizer"), model_cfg["name_or_path"]))
+    stored = f" (in the training config of ckpt_path={path})"
+    tok = load_model_tokenizer(model_cfg["name_or_path"], model_cfg.get("tokenizer"), stored)
     override_chat_template(tok, config["data"].get("chat_template"))
     model = build_policy(
         tok,

@@ -7,11 +7,10 @@ from typing import Any
 import lightning as L
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from data.tokenizers import BUNDLED, load_tokenizer, override_chat_template
+from data.tokenizers import override_chat_template
 from simpo.errors import UserError
-from simpo.loading.policy_source import load_policy
-from simpo.models.policy import build_policy, tokenizer_source
-from simpo.models.pretrained_source import check_pretrained_source
+from simpo.loading.policy_source import load_model_tokenizer, load_policy
+from simpo.models.policy import build_policy
 
 
 def sampling_policy(
@@ -31,9 +30,7 @@ def sampling_policy(
         policy = load_policy(name, None, model_cfg.tokenizer, model_cfg.dtype, model_cfg.attn_implementation)
         model, tokenizer, short = policy.model, policy.tokenizer, policy.name
     else:
-        source = tokenizer_source(model_cfg.tokenizer, None)
-        check_pretrained_source(source, "model.tokenizer", bundled=tuple(BUNDLED))
-        tokenizer = load_tokenizer(source)
+        tokenizer = load_model_tokenizer(None, model_cfg.tokenizer)
         L.seed_everything(seed, verbose=False)
         architecture = dict(model_cfg.architecture) if model_cfg.architecture else None
         model = build_policy(
