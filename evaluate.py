@@ -88,7 +88,7 @@ def run_preference(cfg: DictConfig, policy: LoadedPolicy, loss: Objective, run_d
             "the preference task needs pairs: set data.test_split, data.val_size, or data.dataset to a single file"
         )
     reference = evaluation_reference(loss, cfg.reference.name_or_path, policy.training_config, policy.tokenizer,
-                                     cfg.model.dtype)  # fmt: skip
+                                     cfg.model.dtype, cfg.model.attn_implementation)  # fmt: skip
     if reference is not None:
         install_reference_collator(datamodule, loss, datamodule.truncation.max_length)
     module = SimPOModule(policy.model, loss, chunk_size=cfg.model.chunk_size, reference=reference)

@@ -39,10 +39,10 @@ from simpo.core.device import training_device
 from simpo.core.global_batch import accumulation_steps
 from simpo.errors import UserError
 from simpo.io import write_text
-from simpo.loading.policy_source import load_model_tokenizer
+from simpo.loading.policy_source import build_model_policy, load_model_tokenizer
 from simpo.models.adapters import apply_adapters, check_adapter_settings, quantized_loading
 from simpo.models.checkpointing import choose_checkpointing
-from simpo.models.policy import build_policy, check_context_length, warn_low_precision_weights
+from simpo.models.policy import check_context_length, warn_low_precision_weights
 from simpo.models.pretrained_source import check_pretrained_source
 from simpo.reference.build import (
     build_reference,
@@ -103,13 +103,8 @@ def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> SimPOModul
     module's splits must be loaded (a cached reference is keyed by them).
     """
     fsdp = OmegaConf.to_container(cfg.fsdp, resolve=True) if cfg.get("fsdp") else None
-    options = {
-        "name_or_path": cfg.model.name_or_path,
-        "architecture": OmegaConf.to_container(cfg.model.architecture) if cfg.model.architecture else None,
-        "dtype": cfg.model.dtype,
-        "attn_implementation": cfg.model.attn_implementation,
-        "layout": cfg.data.get("layout", "padded"),
-    }
+    model_section = OmegaConf.to_container(cfg.model, resolve=True)
+    layout = cfg.data.get("layout", "padded")
 
     peft = OmegaConf.to_container(cfg.peft, resolve=True) if cfg.get("peft") else None
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
@@ -118,16 +113,14 @@ def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> SimPOModul
     chunked = cfg.model.get("chunk_size", 1024) is not None  # the labelled-only head (the output projection's weight)
 
     def full_weights() -> dict[str, torch.Tensor]:
-        L.seed_everything(cfg.seed, verbose=False)
-        policy = build_policy(tokenizer, **options)
+        policy = build_model_policy(model_section, tokenizer, seed=cfg.seed, layout=layout)
         return (apply_adapters(policy, adapters, chunked_head=chunked) if adapters else policy).state_dict()
 
     def reference_model(name_or_path: str | None) -> torch.nn.Module:
         """A reference: ``name_or_path``'s weights, or (None) the initial policy, rebuilt as at the start."""
         if name_or_path is None:
-            L.seed_everything(cfg.seed, verbose=False)
-            return build_policy(tokenizer, **options)
-        return build_policy(tokenizer, **{**options, "name_or_path": name_or_path, "architecture": None})
+            return build_model_policy(model_section, tokenizer, seed=cfg.seed, layout=layout)
+        return build_model_policy({**model_section, "name_or_path": name_or_path}, tokenizer, layout=layout)
 
     objective = build_loss(OmegaConf.to_container(cfg.loss, resolve=True))
     reference_cfg = OmegaConf.to_container(cfg.reference, resolve=True) if cfg.get("reference") else None
@@ -140,12 +133,13 @@ def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> SimPOModul
         data_parts = {role: split["cache"]["fingerprint"] for role, split in datamodule.report["splits"].items()}
         parts = {"data": data_parts, "dtype": cfg.model.dtype, "precision": str(cfg.trainer.precision),
                  "kl_pairs": objective.needs_kl_pairs, "max_length": cfg.data.max_length}  # fmt: skip
-        source = policy_identity(options["name_or_path"], options["architecture"], cfg.seed, digest_memo())
+        source = policy_identity(model_section["name_or_path"], model_section["architecture"], cfg.seed, digest_memo())
         reference = build_reference(mode, reference_cfg, reference_model, parts, source)
     meta_init = bool(fsdp and fsdp.get("meta_init", True))
-    policy = build_policy(
+    policy = build_model_policy(
+        model_section,
         tokenizer,
-        **options,
+        layout=layout,
         gradient_checkpointing=gradient_checkpointing,
         compile_layers=cfg.model.get("compile", False),
         empty_init=meta_init,

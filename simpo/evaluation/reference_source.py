@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from simpo.errors import UserError
-from simpo.models.policy import build_policy
+from simpo.loading.policy_source import build_model_policy
 from simpo.objectives import Objective
 from simpo.reference.provider import ModelReference
 
@@ -23,6 +22,7 @@ def evaluation_reference(
     training_config: dict[str, Any] | None,
     tokenizer: PreTrainedTokenizerBase,
     dtype: str,
+    attn_implementation: str = "auto",
 ) -> ModelReference | None:
     """A ``reference=model`` provider for ``objective``, or ``None`` when it needs no reference.
 
@@ -42,11 +42,10 @@ def evaluation_reference(
         )
 
     def factory() -> PreTrainedModel:
+        settings = {"dtype": dtype, "attn_implementation": attn_implementation}
         if name is not None:
-            return build_policy(tokenizer, name_or_path=name, dtype=dtype)
-        if model_cfg.get("name_or_path") is not None:
-            return build_policy(tokenizer, name_or_path=model_cfg["name_or_path"], dtype=dtype)
-        L.seed_everything(trained["seed"], verbose=False)  # the run's random initial policy, rebuilt
-        return build_policy(tokenizer, architecture=model_cfg["architecture"], dtype=dtype)
+            return build_model_policy({"name_or_path": name, **settings}, tokenizer)
+        # the run's initial policy: its pretrained weights, or its random initialisation rebuilt from its seed
+        return build_model_policy({**model_cfg, **settings}, tokenizer, seed=trained.get("seed"))
 
     return ModelReference(factory)

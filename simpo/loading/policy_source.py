@@ -3,10 +3,12 @@ Lightning checkpoint of this project (its training config rebuilds the model, to
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -56,6 +58,36 @@ def load_model_tokenizer(name_or_path: str | None, tokenizer: str | None, stored
     return load_tokenizer(source)
 
 
+def build_model_policy(
+    model: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int | None = None, **options: Any
+) -> PreTrainedModel:
+    """The policy a ``model`` section describes, the one builder that train, evaluate, sample and the reference use:
+    ``model.name_or_path``'s pretrained weights, or else ``model.architecture`` random-initialised, with the
+    section's ``dtype`` and ``attn_implementation`` and dropout off (``simpo.models.policy.build_policy``).
+
+    Args:
+        model: ``name_or_path``, ``architecture``, ``dtype``, ``attn_implementation`` (missing: null, null,
+            float32, auto), e.g. a composed ``conf/model`` section or a checkpoint's stored one.
+        tokenizer: from ``load_model_tokenizer``.
+        seed: when set, the global RNG is seeded with it first (``lightning.seed_everything``), so a random
+            initialisation is the one ``train.py`` made with ``seed``; ``None`` leaves the RNG as it is.
+        options: ``build_policy``'s other arguments (``layout``, ``gradient_checkpointing``, ``compile_layers``,
+            ``empty_init``, ``load_kwargs``).
+    """
+    if seed is not None:
+        L.seed_everything(seed, verbose=False)
+    name_or_path = model.get("name_or_path")
+    architecture = model.get("architecture") if name_or_path is None else None
+    return build_policy(
+        tokenizer,
+        name_or_path=name_or_path,
+        architecture=dict(architecture) if architecture else None,
+        dtype=model.get("dtype", "float32"),
+        attn_implementation=model.get("attn_implementation", "auto"),
+        **options,
+    )
+
+
 def load_policy(
     name_or_path: str | None,
     ckpt_path: str | None,
@@ -78,10 +110,11 @@ def load_policy(
     if is_adapter_dir(name_or_path):  # an adapter-only export (peft.export=adapter): merged onto its base here
         base = adapter_base(name_or_path)
         check_pretrained_source(base, f"base_model_name_or_path in {name_or_path}/adapter_config.json")
-        model = build_policy(tok, name_or_path=base, dtype=dtype, attn_implementation=attn_implementation)
-        model = merge_saved_adapter(model, name_or_path)
+        section = {"name_or_path": base, "dtype": dtype, "attn_implementation": attn_implementation}
+        model = merge_saved_adapter(build_model_policy(section, tok), name_or_path)
     else:
-        model = build_policy(tok, name_or_path=name_or_path, dtype=dtype, attn_implementation=attn_implementation)
+        section = {"name_or_path": name_or_path, "dtype": dtype, "attn_implementation": attn_implementation}
+        model = build_model_policy(section, tok)
     refuse_nonfinite(model, f"model.name_or_path={name_or_path}")
     return LoadedPolicy(model.eval(), tok, _short_name(name_or_path), None)
 
@@ -115,13 +148,7 @@ def _from_checkpoint(path: Path, dtype: str, attn_implementation: str) -> Loaded
     stored = f" (in the training config of ckpt_path={path})"
     tok = load_model_tokenizer(model_cfg["name_or_path"], model_cfg.get("tokenizer"), stored)
     override_chat_template(tok, config["data"].get("chat_template"))
-    model = build_policy(
-        tok,
-        name_or_path=model_cfg["name_or_path"],
-        architecture=model_cfg["architecture"] if model_cfg["name_or_path"] is None else None,
-        dtype=dtype,
-        attn_implementation=attn_implementation,
-    )
+    model = build_model_policy({**model_cfg, "dtype": dtype, "attn_implementation": attn_implementation}, tok)
     state = {k.removeprefix("policy."): v for k, v in checkpoint["state_dict"].items() if k.startswith("policy.")}
     if not state:
         raise UserError(f"ckpt_path={path} holds no policy weights")

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from data.tokenizers import override_chat_template
 from simpo.errors import UserError
-from simpo.loading.policy_source import load_model_tokenizer, load_policy
-from simpo.models.policy import build_policy
+from simpo.loading.policy_source import build_model_policy, load_model_tokenizer, load_policy
 
 
 def sampling_policy(
@@ -31,15 +29,8 @@ def sampling_policy(
         model, tokenizer, short = policy.model, policy.tokenizer, policy.name
     else:
         tokenizer = load_model_tokenizer(None, model_cfg.tokenizer)
-        L.seed_everything(seed, verbose=False)
-        architecture = dict(model_cfg.architecture) if model_cfg.architecture else None
-        model = build_policy(
-            tokenizer,
-            architecture=architecture,
-            dtype=model_cfg.dtype,
-            attn_implementation=model_cfg.attn_implementation,
-        ).eval()
-        short = f"random-{architecture['model_type'] if architecture else 'model'}"
+        model = build_model_policy(model_cfg, tokenizer, seed=seed).eval()
+        short = f"random-{model_cfg.architecture['model_type'] if model_cfg.architecture else 'model'}"
     try:
         override_chat_template(tokenizer, chat_template)
     except ValueError as error:
