@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from simpo.core.chunked_logprobs import HEAD_BACKWARDS
+from simpo.core.chunked_logprobs import CHUNK_SIZE_RULE, HEAD_BACKWARD_RULE
 from simpo.core.value_checks import is_integer, is_number
 from simpo.errors import UserError
 from simpo.models.checkpointing import is_checkpointing
@@ -48,10 +48,10 @@ RULES: dict[str, Rule] = {
     "trainer.accumulate_grad_batches": (lambda v: is_integer(v) and v >= 1, "an integer >= 1"),
     "trainer.log_every_n_steps": (lambda v: is_integer(v) and v >= 1, "an integer >= 1"),
     "trainer.gradient_clip_val": (lambda v: v is None or (is_number(v) and v > 0), "null or a positive number"),
-    "model.chunk_size": (lambda v: v is None or (is_integer(v) and v >= 1), "null or a positive integer"),
+    "model.chunk_size": CHUNK_SIZE_RULE,
     "data.max_tokens_per_batch": (lambda v: v is None or (is_integer(v) and v >= 1), "null or a positive integer"),
     "model.dtype": (lambda v: v in DTYPES, f"one of {sorted(DTYPES)}"),
-    "model.head_backward": (lambda v: v in HEAD_BACKWARDS, f"one of {list(HEAD_BACKWARDS)}"),
+    "model.head_backward": HEAD_BACKWARD_RULE,
     "model.gradient_checkpointing": (is_checkpointing, "false, true (all activations) or selective (element-wise)"),
     "max_nonfinite_steps": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
     "overwrite": (lambda v: isinstance(v, bool), "true or false"),

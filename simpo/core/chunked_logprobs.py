@@ -34,11 +34,30 @@ import torch
 from torch import nn
 
 from simpo.core.logprobs import SequenceLogps, labelled_positions, per_sequence
+from simpo.core.value_checks import is_integer
 from simpo.errors import UserError
 
 HEAD_BACKWARDS = ("auto", "recompute", "store")  # how the head's gradient is formed (model.head_backward)
 AUTO_STORE_CHUNKS = 2  # head_backward=auto stores D for calls of at most this many chunks of scored tokens
 CHUNK_BUFFER_BYTES = 256 * 2**20  # a chunk's (rows, V) float32 buffer is at most this large, whatever chunk_size
+
+
+# The rules of the head's two settings, as (valid, expected) pairs: the training config check and every function that
+# takes the values apply these, so each key has one rule and one wording
+CHUNK_SIZE_RULE = (lambda v: v is None or (is_integer(v) and v >= 1), "null or a positive integer")
+HEAD_BACKWARD_RULE = (lambda v: v in HEAD_BACKWARDS, f"one of {list(HEAD_BACKWARDS)}")
+
+
+def check_chunk_size(chunk_size: object) -> None:
+    """Raise ``UserError`` unless ``model.chunk_size`` is null or a positive integer."""
+    if not CHUNK_SIZE_RULE[0](chunk_size):
+        raise UserError(f"model.chunk_size must be {CHUNK_SIZE_RULE[1]}, not {chunk_size!r}")
+
+
+def check_head_backward(head_backward: object) -> None:
+    """Raise ``UserError`` unless ``model.head_backward`` is one of ``HEAD_BACKWARDS``."""
+    if not HEAD_BACKWARD_RULE[0](head_backward):
+        raise UserError(f"model.head_backward must be {HEAD_BACKWARD_RULE[1]}, not {head_backward!r}")
 
 
 def chunk_rows(chunk_size: int, vocab_size: int) -> int:
@@ -266,10 +285,8 @@ def chunked_token_logps(
         ``weight`` are cast to the autocast dtype first (as ``nn.Linear`` would be) and the function runs with
         autocast off, so forward and the recomputation in backward see the same logits.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, not {chunk_size}")
-    if head_backward not in HEAD_BACKWARDS:
-        raise UserError(f"model.head_backward must be one of {list(HEAD_BACKWARDS)}, not {head_backward!r}")
+    check_chunk_size(chunk_size)
+    check_head_backward(head_backward)
     chunk_size = chunk_rows(chunk_size, weight.shape[0])
     head_backward = resolve_head_backward(head_backward, hidden.shape[0], chunk_size, weight.requires_grad)
     store = head_backward == "store" and torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)

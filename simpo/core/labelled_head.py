@@ -14,8 +14,7 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
-from simpo.core.chunked_logprobs import HEAD_BACKWARDS, chunked_target_logps
-from simpo.errors import UserError
+from simpo.core.chunked_logprobs import check_chunk_size, check_head_backward, chunked_target_logps
 
 LABELLED_ONLY_MODEL_TYPES = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"})
 METHOD_NAME = "simpo_labelled_logps"  # registered with FSDP2 so the root unit's weights are gathered around it
@@ -48,8 +47,6 @@ def labelled_logps(
             (``d logp / d logits`` formed in forward and kept, (M, V), for a backward without the projection); see
             ``simpo/core/chunked_logprobs.py``.
     """
-    if head_backward not in HEAD_BACKWARDS:
-        raise UserError(f"model.head_backward must be one of {list(HEAD_BACKWARDS)}, not {head_backward!r}")
     hidden = policy.get_decoder()(**decoder_inputs).last_hidden_state  # (R, T, H)
     softcap = getattr(policy.config, "final_logit_softcapping", None)
     stats = chunked_target_logps(hidden, *targets, num_sequences, policy.lm_head, chunk_size, softcap, head_backward)
@@ -60,7 +57,7 @@ def attach_labelled_logps(policy: PreTrainedModel, chunk_size: int, head_backwar
     """Bind ``labelled_logps`` to ``policy`` as ``policy.simpo_labelled_logps(decoder_inputs, targets, n)``: a method
     of the policy itself, so that under FSDP the root unit's weights (embeddings, final norm, lm_head) are gathered
     around it like around forward (``register_fsdp_forward_method(policy, METHOD_NAME)``)."""
-    if head_backward not in HEAD_BACKWARDS:
-        raise UserError(f"model.head_backward must be one of {list(HEAD_BACKWARDS)}, not {head_backward!r}")
+    check_chunk_size(chunk_size)
+    check_head_backward(head_backward)
     bound = partial(labelled_logps, chunk_size=chunk_size, head_backward=head_backward)
     setattr(policy, METHOD_NAME, types.MethodType(bound, policy))

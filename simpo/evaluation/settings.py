@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from simpo.core.chunked_logprobs import check_chunk_size
 from simpo.core.device import resolve_device
 from simpo.core.value_checks import check_number, check_one_of, check_positive_int, is_integer
 from simpo.errors import MissingFileError, UserError
@@ -34,7 +35,7 @@ def validate_settings(cfg: DictConfig) -> None:
         raise UserError(f"overwrite must be true or false, not {cfg.overwrite!r}")
     resolve_device(cfg.device)
     resolve_dtype(cfg.model.dtype)
-    check_positive_int("model.chunk_size", cfg.model.chunk_size, nullable=True)
+    check_chunk_size(cfg.model.chunk_size)
     check_positive_int("preference.max_pairs", cfg.preference.max_pairs, nullable=True)
     _check_buckets(cfg.preference.length_buckets)
     g = cfg.generate

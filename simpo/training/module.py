@@ -13,6 +13,7 @@ from torch.distributed.fsdp import register_fsdp_forward_method
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from simpo.core.attention_masks import layout_attention_mask
+from simpo.core.chunked_logprobs import check_chunk_size, check_head_backward
 from simpo.core.finite import describe_nonfinite, nonfinite_tensors
 from simpo.core.global_batch import ends_accumulation_window
 from simpo.core.labelled_head import METHOD_NAME, attach_labelled_logps, supports_labelled_head
@@ -75,8 +76,8 @@ class SimPOModule(L.LightningModule):
         super().__init__()
         if loss.needs_reference and reference is None:
             raise UserError(f"loss={type(loss).__name__} needs a reference model: set reference=cached or model")
-        if chunk_size is not None and (type(chunk_size) is not int or chunk_size < 1):
-            raise UserError(f"model.chunk_size must be a positive number of tokens or null, not {chunk_size!r}")
+        check_chunk_size(chunk_size)
+        check_head_backward(head_backward)
         self.chunk_size = chunk_size
         self.save_hyperparameters(ignore=["policy", "loss", "tokenizer", "full_weights", "reference"])
         self.policy = policy
