@@ -28,7 +28,7 @@ from simpo.config.entrypoint import register_resolvers, silence_library_noise, u
 from simpo.core.device import resolve_device
 from simpo.errors import UserError
 from simpo.loading.reward import RewardModel
-from simpo.models.policy import DTYPES
+from simpo.models.policy import resolve_dtype
 from simpo.runs.lock import RunDirLock
 from simpo.sampling.binarize import binarize, split_pairs, write_splits
 from simpo.sampling.engines import Engine, HFEngine, VllmEngine, resolve_backend
@@ -121,7 +121,10 @@ def prepare_score(cfg: DictConfig, run: Prepared) -> dict[str, Any]:
     """Load and check the reward model; returns the manifest section."""
     r = cfg.reward_model
     run.reward = RewardModel(
-        r.name_or_path, r.trust_remote_code, key="reward_model.name_or_path", dtype=DTYPES[r.dtype]
+        r.name_or_path,
+        r.trust_remote_code,
+        key="reward_model.name_or_path",
+        dtype=resolve_dtype(r.dtype, key="reward_model.dtype"),
     )
     if not run.reward.tokenizer.chat_template:
         raise UserError(f"reward_model.name_or_path={r.name_or_path}: its tokenizer has no chat template")

@@ -17,7 +17,7 @@ from simpo.core.chunked_logprobs import CHUNK_SIZE_RULE, HEAD_BACKWARD_RULE
 from simpo.core.value_checks import is_integer, is_number
 from simpo.errors import UserError
 from simpo.models.checkpointing import is_checkpointing
-from simpo.models.policy import DTYPES
+from simpo.models.policy import DTYPE_RULE
 from simpo.training.optim import IMPLEMENTATIONS
 
 
@@ -50,7 +50,7 @@ RULES: dict[str, Rule] = {
     "trainer.gradient_clip_val": (lambda v: v is None or (is_number(v) and v > 0), "null or a positive number"),
     "model.chunk_size": CHUNK_SIZE_RULE,
     "data.max_tokens_per_batch": (lambda v: v is None or (is_integer(v) and v >= 1), "null or a positive integer"),
-    "model.dtype": (lambda v: v in DTYPES, f"one of {sorted(DTYPES)}"),
+    "model.dtype": DTYPE_RULE,
     "model.head_backward": HEAD_BACKWARD_RULE,
     "model.gradient_checkpointing": (is_checkpointing, "false, true (all activations) or selective (element-wise)"),
     "max_nonfinite_steps": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),

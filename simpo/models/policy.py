@@ -33,10 +33,18 @@ def tokenizer_source(tokenizer: str | None, name_or_path: str | None) -> str:
     return tokenizer or name_or_path or DEFAULT_RANDOM_INIT_TOKENIZER
 
 
-def resolve_dtype(name: str) -> torch.dtype:
-    """``model.dtype`` (float32 | bfloat16 | float16) as a torch dtype."""
-    if name not in DTYPES:
-        raise UserError(f"model.dtype must be one of {sorted(DTYPES)}, not {name!r}")
+DTYPE_RULE = (lambda v: v in DTYPES, f"one of {sorted(DTYPES)}")  # (valid, expected) of every dtype key
+
+
+def resolve_dtype(name: str, key: str = "model.dtype") -> torch.dtype:
+    """``name`` (float32 | bfloat16 | float16) as a torch dtype: the one check of ``model.dtype`` and the other
+    dtype keys (``reward_model.dtype``), the training config check applying the same ``DTYPE_RULE``.
+
+    Raises:
+        UserError: naming ``key``.
+    """
+    if not DTYPE_RULE[0](name):
+        raise UserError(f"{key} must be {DTYPE_RULE[1]}, not {name!r}")
     return DTYPES[name]
 
 

@@ -11,7 +11,7 @@ from simpo.core.device import resolve_device
 from simpo.core.value_checks import check_non_negative_int, check_number, check_one_of, check_positive_int, is_integer
 from simpo.errors import UserError
 from simpo.models.decoding import Decoding
-from simpo.models.policy import DTYPES
+from simpo.models.policy import resolve_dtype
 from simpo.sampling.engines import BACKENDS
 
 STAGES = ("generate", "score", "binarize")
@@ -72,7 +72,7 @@ def check_sample_config(cfg: DictConfig) -> tuple[str, ...]:
     check_number("generate.top_p", g.top_p, "a number in (0, 1]", lambda x: 0 < x <= 1)
     check_positive_int("generate.max_new_tokens", g.max_new_tokens)
     check_positive_int("generate.batch_size", g.batch_size)
-    check_one_of("model.dtype", cfg.model.dtype, DTYPES)
+    resolve_dtype(cfg.model.dtype)
     r = cfg.reward_model
     if "score" in stages and not r.name_or_path:
         raise UserError(
@@ -81,7 +81,7 @@ def check_sample_config(cfg: DictConfig) -> tuple[str, ...]:
         )
     if not isinstance(r.trust_remote_code, bool):
         raise UserError(f"reward_model.trust_remote_code must be true or false, not {r.trust_remote_code!r}")
-    check_one_of("reward_model.dtype", r.dtype, DTYPES)
+    resolve_dtype(r.dtype, key="reward_model.dtype")
     check_positive_int("reward_model.batch_size", r.batch_size)
     check_positive_int("reward_model.max_length", r.max_length)
     check_number("binarize.min_margin", cfg.binarize.min_margin, "a number >= 0 (0: drop ties only)", lambda x: x >= 0)

@@ -41,3 +41,16 @@ def messages(tmp_path, key: str, value: object) -> set[str]:
 ])  # fmt: skip
 def test_one_wording_everywhere(tmp_path, key, value, message):
     assert messages(tmp_path, key, value) == {message}
+
+
+def test_dtype_keys_share_one_rule_and_wording(tmp_path):
+    from simpo.models.policy import resolve_dtype
+
+    expected = "model.dtype must be one of ['bfloat16', 'float16', 'float32'], not 'fp8'"
+    train_check = lambda: check_train_config(compose_train(tmp_path, ["model.dtype=fp8"]))  # noqa: E731
+    for call in (lambda: resolve_dtype("fp8"), train_check):
+        with pytest.raises(UserError) as error:
+            call()
+        assert str(error.value) == expected
+    with pytest.raises(UserError, match=r"^reward_model\.dtype must be one of \['bfloat16', 'float16', 'float32'\]"):
+        resolve_dtype("fp8", key="reward_model.dtype")
