@@ -18,7 +18,7 @@ from simpo.core.value_checks import is_integer, is_number
 from simpo.errors import UserError
 from simpo.models.checkpointing import is_checkpointing
 from simpo.models.policy import DTYPE_RULE
-from simpo.training.optim import IMPLEMENTATIONS
+from simpo.training.optim import IMPLEMENTATION_RULE, WARMUP_RATIO_RULE
 
 
 class ConfigError(UserError):
@@ -36,9 +36,9 @@ RULES: dict[str, Rule] = {
     "loss.sft_weight": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
     "optimizer.lr": (lambda v: is_number(v) and v > 0, "a positive number"),
     "optimizer.weight_decay": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
-    "optimizer.warmup_ratio": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "optimizer.warmup_ratio": WARMUP_RATIO_RULE,
     "optimizer.eps": (lambda v: is_number(v) and v > 0, "a positive number"),
-    "optimizer.implementation": (lambda v: v in IMPLEMENTATIONS, f"one of {list(IMPLEMENTATIONS)}"),
+    "optimizer.implementation": IMPLEMENTATION_RULE,
     "optimizer.betas": (
         lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(is_number(b) and 0 <= b < 1 for b in v),
         "two numbers in [0, 1), e.g. [0.9, 0.999]",

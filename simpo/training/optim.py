@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from simpo.core.value_checks import is_number
 from simpo.errors import UserError
 
 
@@ -41,6 +42,11 @@ IMPLEMENTATIONS: dict[str, dict[str, bool]] = {
 }
 
 
+# (valid, expected) of the optimizer keys checked beside the code that uses them; the training config check applies them
+WARMUP_RATIO_RULE = (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+IMPLEMENTATION_RULE = (lambda v: v in IMPLEMENTATIONS, f"one of {list(IMPLEMENTATIONS)}")
+
+
 def build_optimizer(
     model: nn.Module,
     lr: float,
@@ -53,10 +59,11 @@ def build_optimizer(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over ``param_groups`` (run as ``implementation``, a key of ``IMPLEMENTATIONS``) and a per-step
     warmup-cosine ``LambdaLR`` over ``total_steps``."""
-    if not 0.0 <= warmup_ratio < 1.0:
-        raise UserError(f"optimizer.warmup_ratio must be in [0, 1), not {warmup_ratio}")
-    if implementation not in IMPLEMENTATIONS:
-        raise UserError(f"optimizer.implementation must be one of {list(IMPLEMENTATIONS)}, not {implementation!r}")
+    checks = (("optimizer.warmup_ratio", warmup_ratio, WARMUP_RATIO_RULE),
+              ("optimizer.implementation", implementation, IMPLEMENTATION_RULE))  # fmt: skip
+    for key, value, (valid, expected) in checks:
+        if not valid(value):
+            raise UserError(f"{key} must be {expected}, not {value!r}")
     optimizer = torch.optim.AdamW(
         param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps, **IMPLEMENTATIONS[implementation]
     )

@@ -54,3 +54,20 @@ def test_dtype_keys_share_one_rule_and_wording(tmp_path):
         assert str(error.value) == expected
     with pytest.raises(UserError, match=r"^reward_model\.dtype must be one of \['bfloat16', 'float16', 'float32'\]"):
         resolve_dtype("fp8", key="reward_model.dtype")
+
+
+@pytest.mark.parametrize(("override", "kwargs", "message"), [
+    ("optimizer.warmup_ratio=1.5", {"warmup_ratio": 1.5}, "optimizer.warmup_ratio must be a number in [0, 1), not 1.5"),
+    ("optimizer.implementation=apex", {"implementation": "apex"},
+     "optimizer.implementation must be one of ['fused', 'foreach', 'for_loop'], not 'apex'"),
+])  # fmt: skip
+def test_optimizer_keys_share_one_rule_and_wording(tmp_path, override, kwargs, message):
+    from simpo.training.optim import build_optimizer
+
+    settings = {"lr": 1e-3, "weight_decay": 0.0, "betas": (0.9, 0.999), "eps": 1e-8, "warmup_ratio": 0.1,
+                "total_steps": 10, **kwargs}  # fmt: skip
+    train_check = lambda: check_train_config(compose_train(tmp_path, [override]))  # noqa: E731
+    for call in (lambda: build_optimizer(nn.Linear(2, 2), **settings), train_check):
+        with pytest.raises(UserError) as error:
+            call()
+        assert str(error.value) == message
