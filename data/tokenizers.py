@@ -114,11 +114,13 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(source)
 
 
-def override_chat_template(tokenizer: PreTrainedTokenizerBase, chat_template: str | None) -> None:
+def override_chat_template(
+    tokenizer: PreTrainedTokenizerBase, chat_template: str | None, key: str = "data.chat_template"
+) -> None:
     """Replace the tokenizer's chat template by a bundled one (by name) or a Jinja string; ``None`` keeps it.
 
     Raises:
-        ValueError: an unknown bundled name (the message lists the bundled templates and ``data.chat_template``).
+        ValueError: an unknown bundled name (the message names ``key`` and lists the bundled templates).
     """
     if chat_template is None:
         return
@@ -126,4 +128,4 @@ def override_chat_template(tokenizer: PreTrainedTokenizerBase, chat_template: st
     try:
         tokenizer.chat_template = bundled_chat_template(chat_template) if is_name else chat_template
     except ValueError as error:
-        raise UserError(f"data.chat_template={chat_template!r}: {error}, or give a Jinja string") from None
+        raise UserError(f"{key}={chat_template!r}: {error}, or give a Jinja string") from None

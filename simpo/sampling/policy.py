@@ -7,7 +7,6 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from data.tokenizers import override_chat_template
-from simpo.errors import UserError
 from simpo.loading.policy_source import build_model_policy, load_model_tokenizer, load_policy
 
 
@@ -31,8 +30,5 @@ def sampling_policy(
         tokenizer = load_model_tokenizer(None, model_cfg.tokenizer)
         model = build_model_policy(model_cfg, tokenizer, seed=seed).eval()
         short = f"random-{model_cfg.architecture['model_type'] if model_cfg.architecture else 'model'}"
-    try:
-        override_chat_template(tokenizer, chat_template)
-    except ValueError as error:
-        raise UserError(str(error).replace("data.chat_template", "generate.chat_template")) from None
+    override_chat_template(tokenizer, chat_template, key="generate.chat_template")
     return model, tokenizer, short

@@ -4,6 +4,7 @@ assignment, batched scoring against float64 one-at-a-time, left-padded greedy ge
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,3 +116,14 @@ def test_sample_refuses_an_output_dir_holding_someone_elses_data(tmp_path):
                                         "output_dir, or move them away"):  # fmt: skip
         prepare(compose_sample(tmp_path, ["stages=[generate]"]))
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_an_unknown_chat_template_is_named_by_the_sampling_key():
+    from omegaconf import OmegaConf
+
+    from simpo.errors import UserError
+    from simpo.sampling.policy import sampling_policy
+
+    model = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "model" / "tiny_llama.yaml")
+    with pytest.raises(UserError, match=r"^generate\.chat_template='nope': unknown bundled chat template 'nope'"):
+        sampling_policy(model, seed=0, chat_template="nope")
