@@ -17,6 +17,9 @@ AdamW state exists by then) and records, in MiB:
   outside the model's modules, to the head and the loss (the labelled-token head of ``model.chunk_size``); in
   attention, the (B, heads, T, T) tensors, i.e. the attention probabilities that SDPA's math kernel keeps on CPU,
   are their own row;
+  The hooks do not see what an activation-checkpointed layer keeps (its checkpoint holds it), so the driver runs
+  with ``model.gradient_checkpointing=false`` (the default ``auto`` is ``selective`` on CPU) unless ``--override``
+  sets it: the profile is of what autograd saves without checkpointing;
 - ``batch``: the collated batch's tensors;
 - resident memory (``VmRSS``) at the start of training, after the forward pass, after the backward pass and after
   the optimizer step, and the process's high-water mark (``VmHWM``) after the step and at the end of training;
@@ -231,7 +234,9 @@ def main(argv: list[str] | None = None) -> None:
         run_dir, record_file = work / f"run-{layout}", work / f"profile-{layout}.json"
         command = harness.ours_command(options, preset, work / "model", work / "data", run_dir / "out",
                                        work / f"probe-{layout}.json", layout)  # fmt: skip
-        command += [*args.override, "+callbacks.memory._target_=benchmarks.memory_profile.MemoryProfile",
+        # saved_tensors_hooks do not see what a checkpointed layer keeps: profile without checkpointing unless asked
+        command += ["model.gradient_checkpointing=false", *args.override,
+                    "+callbacks.memory._target_=benchmarks.memory_profile.MemoryProfile",
                     f"+callbacks.memory.path={record_file}", f"+callbacks.memory.step={args.step}"]  # fmt: skip
         measured = harness.run_one(f"ours {layout}", command, run_dir, options.threads, run_dir / "out",
                                    work / f"probe-{layout}.json")  # fmt: skip

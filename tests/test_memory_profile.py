@@ -29,6 +29,7 @@ def test_layer_groups_and_storages_counted_once():
 def test_the_callback_profiles_a_real_step(tmp_path):
     path = tmp_path / "profile.json"
     run_and_record(compose_train(tmp_path / "run", [*TINY_OVERRIDES, "trainer.max_steps=3",
+                                                   "model.gradient_checkpointing=false",  # as the driver runs it
                                                    "+callbacks.memory._target_=benchmarks.memory_profile.MemoryProfile",
                                                    f"+callbacks.memory.path={path}"]))  # fmt: skip
     record = json.loads(path.read_text())
