@@ -8,13 +8,10 @@ anything is written too.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from omegaconf import DictConfig, OmegaConf
 
 from simpo.core.chunked_logprobs import CHUNK_SIZE_RULE, HEAD_BACKWARD_RULE
-from simpo.core.value_checks import is_integer, is_number
+from simpo.core.value_checks import Rule, is_integer, is_number
 from simpo.errors import UserError
 from simpo.models.checkpointing import is_checkpointing
 from simpo.models.policy import DTYPE_RULE
@@ -27,7 +24,6 @@ class ConfigError(UserError):
 
 PRECISIONS = {"32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true", "64"}
 # key -> (predicate, what the key must be)
-Rule = tuple[Callable[[Any], bool], str]
 RULES: dict[str, Rule] = {
     "seed": (lambda v: is_integer(v) and 0 <= v < 2**32, "an integer in [0, 2**32) (numpy seeds take no other)"),
     "loss.beta": (lambda v: is_number(v) and v > 0, "a positive number"),

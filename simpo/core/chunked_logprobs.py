@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from simpo.core.logprobs import SequenceLogps, labelled_positions, per_sequence
-from simpo.core.value_checks import is_integer
+from simpo.core.value_checks import check_rule, is_integer
 from simpo.errors import UserError
 
 HEAD_BACKWARDS = ("auto", "recompute", "store")  # how the head's gradient is formed (model.head_backward)
@@ -50,14 +50,12 @@ HEAD_BACKWARD_RULE = (lambda v: v in HEAD_BACKWARDS, f"one of {list(HEAD_BACKWAR
 
 def check_chunk_size(chunk_size: object) -> None:
     """Raise ``UserError`` unless ``model.chunk_size`` is null or a positive integer."""
-    if not CHUNK_SIZE_RULE[0](chunk_size):
-        raise UserError(f"model.chunk_size must be {CHUNK_SIZE_RULE[1]}, not {chunk_size!r}")
+    check_rule("model.chunk_size", chunk_size, CHUNK_SIZE_RULE)
 
 
 def check_head_backward(head_backward: object) -> None:
     """Raise ``UserError`` unless ``model.head_backward`` is one of ``HEAD_BACKWARDS``."""
-    if not HEAD_BACKWARD_RULE[0](head_backward):
-        raise UserError(f"model.head_backward must be {HEAD_BACKWARD_RULE[1]}, not {head_backward!r}")
+    check_rule("model.head_backward", head_backward, HEAD_BACKWARD_RULE)
 
 
 def chunk_rows(chunk_size: int, vocab_size: int) -> int:

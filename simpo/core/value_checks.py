@@ -55,6 +55,18 @@ def check_number(
     return float(value)
 
 
+Rule = tuple[Callable[[Any], bool], str]  # (valid, expected): a key's rule, applied by check_rule and the config check
+
+
+def check_rule(key: str, value: Any, rule: Rule) -> Any:
+    """``value`` if ``rule`` accepts it; else ``UserError("<key> must be <expected>, not <value>")``, the one wording
+    of a rule wherever its value arrives (the training config check words its ``ConfigError`` the same way)."""
+    valid, expected = rule
+    if not valid(value):
+        raise UserError(f"{key} must be {expected}, not {value!r}")
+    return value
+
+
 def check_one_of(key: str, value: Any, choices: Collection[str]) -> Any:
     """``value`` if it is one of ``choices``."""
     if value not in choices:

@@ -2,16 +2,16 @@
 
 - ``false``: every layer keeps what autograd saves for backward (the most memory, no recomputation).
 - ``true`` (full): each decoder layer keeps only its input; backward runs the layer's forward again (every matmul
-  and the attention recomputed: ~20-25% more step time on CPU, the least memory).
+  and the attention recomputed: +16% training time on the CPU benchmark, the least memory).
 - ``auto`` (the default): ``selective`` on CPU, ``false`` on CUDA (``choose_checkpointing``; ``train.py`` records the
   choice in ``config.yaml``).
 - ``selective``: each decoder layer keeps the outputs of its matmuls and of the attention kernel and recomputes
   only the cheap element-wise work in backward (norms, rotary embedding, the MLP's activation and product, casts).
-  About half of full checkpointing's saving at no measured time cost (``docs/performance.md``). It is PyTorch's
+  About 60% of full checkpointing's saving for ~2% more training time (``docs/performance.md``). It is PyTorch's
   selective activation checkpointing (``torch.utils.checkpoint.create_selective_checkpoint_contexts``) with the
   policy below.
 
-All three give the same values and gradients: the recomputed operations are the same deterministic operations on the
+Every mode gives the same values and gradients: the recomputed operations are the same deterministic operations on the
 same inputs (``tests/simpo/test_checkpointing.py`` compares them bit for bit).
 """
 

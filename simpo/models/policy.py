@@ -17,6 +17,7 @@ from transformers import (
 )
 
 from simpo.core.finite import describe_nonfinite, nonfinite_tensors
+from simpo.core.value_checks import check_rule
 from simpo.errors import UserError
 from simpo.models.checkpointing import checkpointing_kwargs
 from simpo.models.structure import decoder_layer_classes, parameters_on_meta
@@ -43,9 +44,7 @@ def resolve_dtype(name: str, key: str = "model.dtype") -> torch.dtype:
     Raises:
         UserError: naming ``key``.
     """
-    if not DTYPE_RULE[0](name):
-        raise UserError(f"{key} must be {DTYPE_RULE[1]}, not {name!r}")
-    return DTYPES[name]
+    return DTYPES[check_rule(key, name, DTYPE_RULE)]
 
 
 # Smallest learning rate whose AdamW updates (about lr per step) survive rounding when the weights themselves are

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.distributed.tensor import DTensor
 
-from simpo.core.value_checks import is_number
+from simpo.core.value_checks import check_rule, is_number
 from simpo.errors import UserError
 
 
@@ -59,11 +59,8 @@ def build_optimizer(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over ``param_groups`` (run as ``implementation``, a key of ``IMPLEMENTATIONS``) and a per-step
     warmup-cosine ``LambdaLR`` over ``total_steps``."""
-    checks = (("optimizer.warmup_ratio", warmup_ratio, WARMUP_RATIO_RULE),
-              ("optimizer.implementation", implementation, IMPLEMENTATION_RULE))  # fmt: skip
-    for key, value, (valid, expected) in checks:
-        if not valid(value):
-            raise UserError(f"{key} must be {expected}, not {value!r}")
+    check_rule("optimizer.warmup_ratio", warmup_ratio, WARMUP_RATIO_RULE)
+    check_rule("optimizer.implementation", implementation, IMPLEMENTATION_RULE)
     optimizer = torch.optim.AdamW(
         param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps, **IMPLEMENTATIONS[implementation]
     )
