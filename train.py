@@ -162,26 +162,25 @@ def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> SimPOModul
     )
 
 
-def settle_checkpointing(cfg: DictConfig) -> None:
-    """Make ``model.gradient_checkpointing`` concrete (``auto``: ``choose_checkpointing`` for the training device), so
-    that ``config.yaml`` records what ran; the choice is logged."""
+def settle_checkpointing(cfg: DictConfig, device: str) -> None:
+    """Make ``model.gradient_checkpointing`` concrete (``auto``: ``choose_checkpointing`` for the training ``device``),
+    so that ``config.yaml`` records what ran; the choice is logged."""
     requested = cfg.model.get("gradient_checkpointing", False)
-    chosen, why = choose_checkpointing(requested, training_device(str(cfg.trainer.get("accelerator", "auto"))))
+    chosen, why = choose_checkpointing(requested, device)
     if chosen != requested:
         log.info("%s: %s", why, chosen)
         cfg.model.gradient_checkpointing = chosen
 
 
-def settle_layout(cfg: DictConfig, resume: CheckpointInfo | None) -> str:
-    """Make ``data.layout`` concrete (``auto``: ``data.collate.choose_layout`` for the training device, the attention
-    kernel and a resumed checkpoint's layout), so that ``config.yaml`` and the checkpoints record the layout used;
-    returns why it is that one (logged and written to ``data_report.json``)."""
-    cuda = training_device(str(cfg.trainer.get("accelerator", "auto"))) == "cuda"
+def settle_layout(cfg: DictConfig, resume: CheckpointInfo | None, device: str) -> str:
+    """Make ``data.layout`` concrete (``auto``: ``data.collate.choose_layout`` for the training ``device``, the
+    attention kernel and a resumed checkpoint's layout), so that ``config.yaml`` and the checkpoints record the layout
+    used; returns why it is that one (logged and written to ``data_report.json``)."""
     resumed = None
     if resume is not None:
         resumed = ((resume.config or {}).get("data") or {}).get("layout", "padded")  # older checkpoints: padded
-    layout, why = choose_layout(str(cfg.data.get("layout", "padded")), "cuda" if cuda else "cpu",
-                                str(cfg.model.attn_implementation), resumed)  # fmt: skip
+    layout, why = choose_layout(str(cfg.data.get("layout", "padded")), device, str(cfg.model.attn_implementation),
+                                resumed)  # fmt: skip
     if layout != cfg.data.get("layout"):
         log.info("%s: %s", why, layout)
         cfg.data.layout = layout
@@ -247,8 +246,9 @@ def prepare(cfg: DictConfig, sweep: bool = False) -> PreparedRun:
         objective = build_loss(OmegaConf.to_container(cfg.loss, resolve=True))
         check_optimized_metric(cfg.optimized_metric, logged_metrics(objective, callbacks))
     resume = read_checkpoint(plan.ckpt_path) if plan.ckpt_path else None
-    layout_choice = settle_layout(cfg, resume)
-    settle_checkpointing(cfg)
+    device = training_device(str(cfg.trainer.get("accelerator", "auto")))
+    layout_choice = settle_layout(cfg, resume, device)
+    settle_checkpointing(cfg, device)
     changed: dict[str, dict[str, Any]] = {}
     if resume is not None:
         check_strategy(resume, sharded=bool(cfg.get("fsdp")))
