@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from simpo.core.chunked_logprobs import CHUNK_SIZE_RULE, HEAD_BACKWARD_RULE
 from simpo.core.value_checks import Rule, is_integer, is_number
 from simpo.errors import UserError
-from simpo.models.checkpointing import is_checkpointing
+from simpo.models.checkpointing import CHECKPOINTING_RULE
 from simpo.models.policy import DTYPE_RULE
 from simpo.training.optim import IMPLEMENTATION_RULE, WARMUP_RATIO_RULE
 
@@ -48,7 +48,7 @@ RULES: dict[str, Rule] = {
     "data.max_tokens_per_batch": (lambda v: v is None or (is_integer(v) and v >= 1), "null or a positive integer"),
     "model.dtype": DTYPE_RULE,
     "model.head_backward": HEAD_BACKWARD_RULE,
-    "model.gradient_checkpointing": (is_checkpointing, "false, true (all activations) or selective (element-wise)"),
+    "model.gradient_checkpointing": CHECKPOINTING_RULE,
     "max_nonfinite_steps": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
     "overwrite": (lambda v: isinstance(v, bool), "true or false"),
     "validate_before_training": (lambda v: isinstance(v, bool), "true or false"),
