@@ -8,18 +8,21 @@ from simpo.core.value_checks import check_one_of
 from simpo.errors import UserError
 
 DEVICES = ("auto", "cpu", "cuda")  # evaluate.py's and sample.py's `device`
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")  # the trainer.accelerator values that choose between CPU and CUDA
 
 
-def resolve_device(device: str, key: str = "device") -> str:
-    """``cuda`` or ``cpu`` for ``device`` (``auto``: cuda when a GPU is visible).
+def resolve_device(device: str, key: str = "device", choices: tuple[str, ...] = DEVICES) -> str:
+    """``cuda`` or ``cpu`` for ``device``, one of ``choices`` (``auto``: cuda when a GPU is visible; ``gpu`` is
+    ``cuda``).
 
     Raises:
-        UserError: naming ``key``: a value not in ``DEVICES``, or ``cuda`` where no GPU is visible.
+        UserError: naming ``key`` and the value as given: a value not in ``choices``, or a GPU where none is visible.
     """
-    check_one_of(key, device, DEVICES)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"{key}=cuda but no CUDA GPU is visible here: use {key}=auto or {key}=cpu")
-    return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+    check_one_of(key, device, choices)
+    gpu = device in ("cuda", "gpu")
+    if gpu and not torch.cuda.is_available():
+        raise UserError(f"{key}={device} but no CUDA GPU is visible here: use {key}=auto or {key}=cpu")
+    return "cuda" if gpu or (device == "auto" and torch.cuda.is_available()) else "cpu"
 
 
 def training_device(accelerator: str) -> str:
@@ -28,6 +31,6 @@ def training_device(accelerator: str) -> str:
     Raises:
         UserError: naming ``trainer.accelerator``: ``gpu``/``cuda`` where no GPU is visible.
     """
-    if accelerator not in ("auto", "cpu", "gpu", "cuda"):  # Lightning checks its other accelerators itself
+    if accelerator not in ACCELERATORS:  # Lightning checks its other accelerators itself
         return "cpu"
-    return resolve_device("cuda" if accelerator == "gpu" else accelerator, key="trainer.accelerator")
+    return resolve_device(accelerator, "trainer.accelerator", ACCELERATORS)

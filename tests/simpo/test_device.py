@@ -16,12 +16,18 @@ def test_auto_and_cpu_resolve_to_cpu_without_a_gpu():
     assert training_device("auto") == training_device("cpu") == "cpu"
 
 
-@pytest.mark.parametrize(("call", "key"), [(lambda: resolve_device("cuda"), "device"),
-                                           (lambda: resolve_device("cuda", key="judge.device"), "judge.device"),
-                                           (lambda: training_device("gpu"), "trainer.accelerator"),
-                                           (lambda: training_device("cuda"), "trainer.accelerator")])  # fmt: skip
-def test_cuda_without_a_gpu_is_refused_naming_the_key(call, key):
-    with pytest.raises(UserError, match=rf"^{key}=cuda but no CUDA GPU is visible here: use {key}=auto or {key}=cpu"):
+REFUSED = [
+    (lambda: resolve_device("cuda"), "device", "cuda"),
+    (lambda: resolve_device("cuda", key="judge.device"), "judge.device", "cuda"),
+    (lambda: training_device("gpu"), "trainer.accelerator", "gpu"),
+    (lambda: training_device("cuda"), "trainer.accelerator", "cuda"),
+]
+
+
+@pytest.mark.parametrize(("call", "key", "value"), REFUSED)
+def test_cuda_without_a_gpu_is_refused_naming_the_key_and_the_value_as_given(call, key, value):
+    expected = rf"^{key}={value} but no CUDA GPU is visible here: use {key}=auto or {key}=cpu"
+    with pytest.raises(UserError, match=expected):
         call()
 
 
