@@ -44,6 +44,7 @@ from simpo.models.adapters import apply_adapters, check_adapter_settings, quanti
 from simpo.models.checkpointing import choose_checkpointing
 from simpo.models.policy import check_context_length, warn_low_precision_weights
 from simpo.models.pretrained_source import check_pretrained_source
+from simpo.objectives.base import Objective
 from simpo.reference.build import (
     build_reference,
     check_reference_config,
@@ -94,9 +95,9 @@ SCHEDULE_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.limit_train
                  "data.max_tokens_per_batch")  # fmt: skip
 
 
-def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> SimPOModule:
-    """The policy (loaded or random-initialised) wrapped with the objective, its reference (when it needs one) and the
-    optimiser settings.
+def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any, objective: Objective) -> SimPOModule:
+    """The policy (loaded or random-initialised) wrapped with ``objective`` (built from ``cfg.loss``), its reference
+    (when it needs one) and the optimiser settings.
 
     Under ``strategy=fsdp`` with ``fsdp.meta_init`` the policy's parameters stay on the meta device; global
     rank 0 builds the full weights (re-seeded, so a random init equals a 1-process run's) when sharding. The data
@@ -122,7 +123,6 @@ def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> SimPOModul
             return build_model_policy(model_section, tokenizer, seed=cfg.seed, layout=layout)
         return build_model_policy({**model_section, "name_or_path": name_or_path}, tokenizer, layout=layout)
 
-    objective = build_loss(OmegaConf.to_container(cfg.loss, resolve=True))
     reference_cfg = OmegaConf.to_container(cfg.reference, resolve=True) if cfg.get("reference") else None
     mode = check_reference_config(reference_cfg, objective, adapters=bool(cfg.get("peft")))
     reference = None
@@ -234,6 +234,7 @@ def prepare(cfg: DictConfig, sweep: bool = False) -> PreparedRun:
         ConfigError, RunDirError, CheckpointError, FileNotFoundError, ValueError: with the key to change.
     """
     check_train_config(cfg)
+    objective = build_loss(OmegaConf.to_container(cfg.loss, resolve=True))  # checks the loss keys
     run_dir = Path(cfg.run_dir)
     plan = plan_run_dir(run_dir, cfg.ckpt_path, bool(cfg.get("overwrite", False)), rank_zero_only.rank == 0,
                         checkpoint_dir(cfg))  # fmt: skip
@@ -243,7 +244,6 @@ def prepare(cfg: DictConfig, sweep: bool = False) -> PreparedRun:
     check_writable_directory(cache_root(), "SIMPO_CACHE (the cache of tokenizers, tokenised data, reference tables)")
     callbacks = [build(c, key="callbacks") for c in cfg.callbacks.values() if c is not None] if cfg.callbacks else []
     if sweep:  # what the sweeper ranks must be logged: checked before any data or model is loaded
-        objective = build_loss(OmegaConf.to_container(cfg.loss, resolve=True))
         check_optimized_metric(cfg.optimized_metric, logged_metrics(objective, callbacks))
     resume = read_checkpoint(plan.ckpt_path) if plan.ckpt_path else None
     device = training_device(str(cfg.trainer.get("accelerator", "auto")))
@@ -270,7 +270,7 @@ def prepare(cfg: DictConfig, sweep: bool = False) -> PreparedRun:
     datamodule.load("fit")
     if sweep:
         check_metric_has_data(cfg.optimized_metric, datamodule.has_validation)
-    module = build_module(cfg, tokenizer, datamodule)
+    module = build_module(cfg, tokenizer, datamodule, objective)
     check_context_length(cfg.data.max_length, module.policy.config)
     if resume is not None:  # before anything is written: the checkpoint's weights and data must be this run's
         shapes = {name: tuple(value.shape) for name, value in module.state_dict().items()}

@@ -42,7 +42,7 @@ from data.special_text import SPECIAL_TEXT_POLICIES
 from data.templating import require_chat_template
 from data.token_budget import TokenBudget, describe, pair_lengths, plan_micro_batches
 from data.tokenizers import override_chat_template
-from simpo.core.value_checks import check_non_negative_int, check_number, check_one_of, check_positive_int
+from simpo.core.value_checks import check_non_negative_int, check_number, check_one_of, check_positive_int, check_seed
 from simpo.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.bos_policy = check_one_of("data.bos_policy", bos_policy, BOS_POLICIES)
         self.special_text = check_one_of("data.special_text", special_text, SPECIAL_TEXT_POLICIES)
         num_proc = check_positive_int("data.num_proc", num_proc, nullable=True)
-        self.seed = check_non_negative_int("data.seed", seed)
+        self.seed = check_seed("data.seed", seed)
         if not isinstance(dataset, (str, Path)) or not str(dataset).strip():
             raise UserError(f"data.dataset must name a file, a directory or a hub data set, not {dataset!r}")
         if columns is not None and not isinstance(columns, Mapping):

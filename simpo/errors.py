@@ -12,6 +12,11 @@ class UserError(ValueError):
     """A mistake in the command, the config or an input file: the message says what to change."""
 
 
+class ConfigError(UserError):
+    """A configuration value that cannot work; the message names the key (every ``simpo.core.value_checks`` check
+    raises it, wherever the value arrives)."""
+
+
 class CheckpointError(UserError):
     """A checkpoint that cannot be read or resumed from; the message names the file and the alternatives."""
 

@@ -228,7 +228,7 @@ def test_run_files_that_no_run_left_are_in_the_way_even_with_overwrite(tmp_path,
 def test_a_bad_value_on_resume_changes_nothing(two_step_run, tmp_path):
     run_dir = copy_run(two_step_run, tmp_path / "run")
     before = snapshot(run_dir)
-    with pytest.raises(ConfigError, match=r"loss\.beta must be a positive number, not 'abc'"):
+    with pytest.raises(ConfigError, match=r"loss\.beta must be a number > 0, not 'abc'"):
         run_and_record(compose_train(run_dir, [*SHORT, "loss.beta=abc", "ckpt_path=last"]))
     assert snapshot(run_dir) == before
 
@@ -246,7 +246,7 @@ def test_resuming_with_a_changed_objective_warns_and_records_both_values(two_ste
 @pytest.mark.parametrize(
     ("override", "match"),
     [
-        ("loss.beta=abc", r"loss\.beta must be a positive number, not 'abc'"),
+        ("loss.beta=abc", r"loss\.beta must be a number > 0, not 'abc'"),
         ("optimizer.lr=-1", r"optimizer\.lr must be a positive number, not -1"),
         ("trainer.max_steps=0", r"trainer\.max_steps must be .*not 0 \(0 steps trains nothing"),
         ("trainer.limit_train_batches=0", r"trainer\.limit_train_batches must be .*0 trains nothing"),

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from simpo.config.config_checks import ConfigError, check_train_config
+from simpo.config.config_checks import ConfigError
 from tests.conftest import TINY_OVERRIDES, compose_train
 from tests.test_resume import EXACT, losses
 from train import train
@@ -28,8 +28,8 @@ def test_train_runs_with_a_token_budget(tmp_path, layout):
 
 
 def test_the_budget_key_is_checked_before_anything_is_written(tmp_path):
-    with pytest.raises(ConfigError, match=r"data\.max_tokens_per_batch must be null or a positive integer, not 0"):
-        check_train_config(compose_train(tmp_path, ["data.max_tokens_per_batch=0"]))
+    with pytest.raises(ConfigError, match=r"data\.max_tokens_per_batch must be a positive integer or null, not 0"):
+        train(compose_train(tmp_path / "run", ["data.max_tokens_per_batch=0"]))
     with pytest.raises(ValueError, match=r"data\.global_batch_size=8 fixes the pairs per optimizer step"):
         train(compose_train(tmp_path / "run", ["data.max_tokens_per_batch=512", "data.global_batch_size=8"]))
     assert not (tmp_path / "run").exists()

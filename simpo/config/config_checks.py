@@ -1,9 +1,10 @@
 """Check a composed training config before anything is built or written: each bad value is named by its key.
 
-Hydra turns ``loss.beta=abc`` into the string ``"abc"`` and ``trainer.max_steps=0`` into a valid-looking integer;
-without these checks such values fail deep inside a library (or, worse, succeed and train nothing) after the run
-directory has been written. The data keys are checked by ``PreferenceDataModule`` itself, which is built before
-anything is written too.
+Hydra turns ``optimizer.lr=abc`` into the string ``"abc"`` and ``trainer.max_steps=0`` into a valid-looking
+integer; without these checks such values fail deep inside a library (or, worse, succeed and train nothing) after
+the run directory has been written. A key is checked in one place: where its rule is defined (``RULES`` takes the
+rule of ``model.dtype`` from the policy builder, ...) or where its value first becomes an object, which happens
+before anything is written too (the objective checks the ``loss`` keys, ``PreferenceDataModule`` the ``data`` keys).
 """
 
 from __future__ import annotations
@@ -11,25 +12,19 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from simpo.core.chunked_logprobs import CHUNK_SIZE_RULE, HEAD_BACKWARD_RULE
-from simpo.core.value_checks import Rule, is_integer, is_number
-from simpo.errors import UserError
+from simpo.core.value_checks import SEED_RULE, Rule, is_integer, is_number
+from simpo.errors import ConfigError
 from simpo.models.checkpointing import CHECKPOINTING_RULE
 from simpo.models.policy import DTYPE_RULE
 from simpo.training.optim import IMPLEMENTATION_RULE, WARMUP_RATIO_RULE
 
-
-class ConfigError(UserError):
-    """A configuration value that cannot work; the message names the key."""
+__all__ = ["RULES", "ConfigError", "check_train_config"]
 
 
 PRECISIONS = {"32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true", "64"}
 # key -> (predicate, what the key must be)
 RULES: dict[str, Rule] = {
-    "seed": (lambda v: is_integer(v) and 0 <= v < 2**32, "an integer in [0, 2**32) (numpy seeds take no other)"),
-    "loss.beta": (lambda v: is_number(v) and v > 0, "a positive number"),
-    "loss.gamma_beta_ratio": (is_number, "a number (the SimPO authors use 0 to 1)"),
-    "loss.label_smoothing": (lambda v: is_number(v) and 0 <= v < 0.5, "a number in [0, 0.5)"),
-    "loss.sft_weight": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    "seed": SEED_RULE,
     "optimizer.lr": (lambda v: is_number(v) and v > 0, "a positive number"),
     "optimizer.weight_decay": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
     "optimizer.warmup_ratio": WARMUP_RATIO_RULE,
@@ -45,7 +40,6 @@ RULES: dict[str, Rule] = {
     "trainer.log_every_n_steps": (lambda v: is_integer(v) and v >= 1, "an integer >= 1"),
     "trainer.gradient_clip_val": (lambda v: v is None or (is_number(v) and v > 0), "null or a positive number"),
     "model.chunk_size": CHUNK_SIZE_RULE,
-    "data.max_tokens_per_batch": (lambda v: v is None or (is_integer(v) and v >= 1), "null or a positive integer"),
     "model.dtype": DTYPE_RULE,
     "model.head_backward": HEAD_BACKWARD_RULE,
     "model.gradient_checkpointing": CHECKPOINTING_RULE,
@@ -66,7 +60,11 @@ def check_train_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first value of ``RULES`` that is missing its type or range.
 
     Also refuses settings that would train nothing (``trainer.max_steps=0``, ``trainer.limit_train_batches=0``),
-    an ``optimized_metric_direction`` other than maximize/minimize, and ``ckpt_path`` that is not a string.
+    and an ``optimized_metric_direction`` other than maximize/minimize.
+
+    Keys whose value turns into an object before anything is written are checked there, once: the ``loss`` keys by
+    the objective (``train.prepare`` builds it first), the ``data`` keys by ``PreferenceDataModule``, ``ckpt_path``
+    by ``simpo.runs.run_dir.plan_run_dir``.
     """
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
@@ -103,6 +101,3 @@ def check_train_config(cfg: DictConfig) -> None:
     attention = cfg.model.get("attn_implementation")
     if attention not in ATTENTION:
         raise ConfigError(f"model.attn_implementation must be one of {sorted(ATTENTION)}, not {attention!r}")
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path is not None and not isinstance(ckpt_path, str):
-        raise ConfigError(f"ckpt_path must be a path, last, auto or null, not {ckpt_path!r}")

@@ -1,7 +1,7 @@
 """Checks of single config values, shared by ``train.py``, ``evaluate.py`` and the data module: each names the key.
 
 Hydra passes ``key=abc`` through as a string and ``key=true`` as a boolean; neither is a number here, and ``1.5``
-or ``"8"`` is no count. Each ``check_*`` function returns the value or raises ``ValueError``.
+or ``"8"`` is no count. Each ``check_*`` function returns the value or raises ``ConfigError`` (a ``ValueError``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection
 from numbers import Integral, Real
 from typing import Any
 
-from simpo.errors import UserError
+from simpo.errors import ConfigError
 
 
 def is_integer(value: Any) -> bool:
@@ -33,14 +33,14 @@ def check_positive_int(key: str, value: Any, *, nullable: bool = False) -> int |
     if value is None and nullable:
         return None
     if not is_integer(value) or value < 1:
-        raise UserError(f"{key} must be a positive integer{_or_null(nullable)}, not {value!r}")
+        raise ConfigError(f"{key} must be a positive integer{_or_null(nullable)}, not {value!r}")
     return int(value)
 
 
 def check_non_negative_int(key: str, value: Any) -> int:
     """``value`` if it is an integer >= 0."""
     if not is_integer(value) or value < 0:
-        raise UserError(f"{key} must be an integer >= 0, not {value!r}")
+        raise ConfigError(f"{key} must be an integer >= 0, not {value!r}")
     return int(value)
 
 
@@ -51,7 +51,7 @@ def check_number(
     if value is None and nullable:
         return None
     if not (is_number(value) and within(value)):
-        raise UserError(f"{key} must be {what}{_or_null(nullable)}, not {value!r}")
+        raise ConfigError(f"{key} must be {what}{_or_null(nullable)}, not {value!r}")
     return float(value)
 
 
@@ -63,12 +63,20 @@ def check_rule(key: str, value: Any, rule: Rule) -> Any:
     of a rule wherever its value arrives (the training config check words its ``ConfigError`` the same way)."""
     valid, expected = rule
     if not valid(value):
-        raise UserError(f"{key} must be {expected}, not {value!r}")
+        raise ConfigError(f"{key} must be {expected}, not {value!r}")
     return value
+
+
+SEED_RULE: Rule = (lambda v: is_integer(v) and 0 <= v < 2**32, "an integer in [0, 2**32) (numpy seeds take no other)")
+
+
+def check_seed(key: str, value: Any) -> int:
+    """``value`` if it is a seed every generator takes (Python, NumPy, torch, Lightning's ``seed_everything``)."""
+    return int(check_rule(key, value, SEED_RULE))
 
 
 def check_one_of(key: str, value: Any, choices: Collection[str]) -> Any:
     """``value`` if it is one of ``choices``."""
     if value not in choices:
-        raise UserError(f"{key} must be one of {list(choices)}, not {value!r}")
+        raise ConfigError(f"{key} must be one of {list(choices)}, not {value!r}")
     return value

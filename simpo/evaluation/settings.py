@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from simpo.core.chunked_logprobs import check_chunk_size
 from simpo.core.device import resolve_device
-from simpo.core.value_checks import check_number, check_one_of, check_positive_int, is_integer
+from simpo.core.value_checks import check_number, check_one_of, check_positive_int, check_seed, is_integer
 from simpo.errors import MissingFileError, UserError
 from simpo.evaluation.generation import BACKENDS
 from simpo.evaluation.prompt_sets import FORMATS
@@ -33,6 +33,7 @@ def validate_settings(cfg: DictConfig) -> None:
     tasks = _check_tasks(cfg.tasks)
     if not isinstance(cfg.get("overwrite", False), bool):
         raise UserError(f"overwrite must be true or false, not {cfg.overwrite!r}")
+    check_seed("seed", cfg.seed)
     resolve_device(cfg.device)
     resolve_dtype(cfg.model.dtype)
     check_chunk_size(cfg.model.chunk_size)

@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from simpo.errors import MissingFileError, RunDirError
+from simpo.errors import ConfigError, MissingFileError, RunDirError
 from simpo.io import remove_stale_temporaries, target_name, write_json
 from simpo.runs.lock import LOCK_FILE
 from simpo.runs.outputs import OWNER_FILE, outside_run_dir, owner_record
@@ -65,6 +65,8 @@ def _resolve_checkpoint(ckpt_path: str | None, run_dir: Path, checkpoints: Path)
     ``None`` starts fresh."""
     if ckpt_path is None:
         return None
+    if not isinstance(ckpt_path, str):  # Hydra passes ckpt_path=1 as an integer
+        raise ConfigError(f"ckpt_path must be a path, last, auto or null, not {ckpt_path!r}")
     last = checkpoints / "last.ckpt"
     if ckpt_path == "auto":
         return str(last) if last.exists() else None

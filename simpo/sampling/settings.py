@@ -8,7 +8,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from simpo.core.device import resolve_device
-from simpo.core.value_checks import check_non_negative_int, check_number, check_one_of, check_positive_int, is_integer
+from simpo.core.value_checks import check_number, check_one_of, check_positive_int, check_seed, is_integer
 from simpo.errors import UserError
 from simpo.models.decoding import Decoding
 from simpo.models.policy import resolve_dtype
@@ -54,7 +54,7 @@ def check_sample_config(cfg: DictConfig) -> tuple[str, ...]:
     stages = check_stages(cfg.stages)
     if not isinstance(cfg.output_dir, str) or not cfg.output_dir.strip():
         raise UserError(f"output_dir must be a directory path, not {cfg.output_dir!r}")
-    check_non_negative_int("seed", cfg.seed)
+    check_seed("seed", cfg.seed)
     resolve_device(cfg.device)
     p = cfg.prompts
     for key in ("dataset", "split", "column"):
