@@ -1,7 +1,8 @@
 """Train, evaluate, sample and the reference build a policy from the same model settings through one builder
 (``simpo.loading.policy_source.build_model_policy``): the same weights and the same attention settings, for a
 Llama-shaped and a Mistral-shaped model, pretrained (a saved directory) and random-initialised (an architecture
-and a seed)."""
+and a seed), full and LoRA (adapters unmerged in training count as equal to the merged export when their effective
+weights are)."""
 
 from __future__ import annotations
 
@@ -71,3 +72,49 @@ def test_a_pretrained_directory_is_one_policy_everywhere(tmp_path, arch, llama3_
     reference = evaluation_reference(DPO(), str(saved), None, load_model_tokenizer(str(saved), None), "float32")
     built["evaluate's reference"] = described(reference.factory())
     assert_same(built, "train")
+
+
+def effective_weights(policy: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """(float64) The weights a LoRA-adapted ``PeftModel`` computes with, ``W + (alpha / r) B A`` per adapted layer,
+    under the base model's own names: computed here, independently of the export's merge."""
+    state = {k: v.double() for k, v in policy.state_dict().items()}
+    for name, module in policy.named_modules():
+        if hasattr(module, "lora_A") and "default" in module.lora_A:
+            a, b = state[f"{name}.lora_A.default.weight"], state[f"{name}.lora_B.default.weight"]
+            state[f"{name}.base_layer.weight"] += module.scaling["default"] * (b @ a)
+    return {k.removeprefix("base_model.model.").replace(".base_layer.", "."): v
+            for k, v in state.items() if ".lora_" not in k}  # fmt: skip
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_lora_adapters_held_in_training_equal_the_merged_policy_everywhere(tmp_path, arch, llama3_tokenizer):
+    """Unmerged adapters in training, the merged and the adapter-only export loaded by evaluate and sample: the
+    same effective weights (to float32 rounding of the merge), attention kernel and dtype."""
+    from simpo.models.adapters import save_export
+    from simpo.models.policy import build_policy
+
+    torch.manual_seed(3)
+    saved = tmp_path / "model"
+    build_policy(llama3_tokenizer, architecture=ARCHITECTURES[arch]).save_pretrained(saved)
+    llama3_tokenizer.save_pretrained(saved)
+    cfg = compose_train(tmp_path / "run", [*RUN, "model=hf", f"model.name_or_path={saved}", "peft=lora", "peft.r=4"])
+    policy = prepare(cfg).module.policy
+    with torch.no_grad():  # trained adapters: B is 0 at initialisation, which would make every merge look right
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn_like(param) * 0.1)
+    expected = effective_weights(policy)
+    attention, dtype = policy.config._attn_implementation, next(policy.parameters()).dtype
+    for export in ("merged", "adapter"):
+        directory = tmp_path / export
+        save_export(policy, directory, None, export, "5GB")
+        llama3_tokenizer.save_pretrained(directory)
+        section = OmegaConf.create({"name_or_path": str(directory), "tokenizer": None, "dtype": "float32",
+                                    "attn_implementation": "auto", "architecture": None})  # fmt: skip
+        sampled, _, _ = sampling_policy(section, seed=0, chat_template=None)
+        for where, model in {"evaluate": load_policy(str(directory), None).model, "sample": sampled}.items():
+            weights, got_attention, got_dtype = described(model)
+            assert (got_attention, got_dtype) == (attention, dtype), (export, where)
+            assert weights.keys() == expected.keys(), (export, where)
+            for key, value in expected.items():
+                torch.testing.assert_close(weights[key].double(), value, rtol=1e-6, atol=1e-7, msg=key)
