@@ -77,9 +77,12 @@ def load_inputs(cfg: DictConfig) -> Inputs:
     return inputs
 
 
-def run_preference(cfg: DictConfig, policy: LoadedPolicy, loss: Objective, run_dir: Path) -> tuple[dict, list]:
-    """The implicit-reward metrics on held-out pairs, and the reward histogram."""
-    layout, why = choose_layout(str(cfg.data.layout), resolve_device(cfg.device), str(cfg.model.attn_implementation))
+def run_preference(
+    cfg: DictConfig, policy: LoadedPolicy, loss: Objective, run_dir: Path, layout: tuple[str, str]
+) -> tuple[dict, list]:
+    """The implicit-reward metrics on held-out pairs, and the reward histogram; ``layout``: the batch layout the
+    policy was loaded for and why (``choose_layout``)."""
+    layout, why = layout
     datamodule = build(cfg.data, tokenizer=policy.tokenizer, whole_file_validation=True, layout=layout,
                        layout_choice=why)  # fmt: skip
     datamodule.setup("validate")
@@ -88,7 +91,7 @@ def run_preference(cfg: DictConfig, policy: LoadedPolicy, loss: Objective, run_d
             "the preference task needs pairs: set data.test_split, data.val_size, or data.dataset to a single file"
         )
     reference = evaluation_reference(loss, cfg.reference.name_or_path, policy.training_config, policy.tokenizer,
-                                     cfg.model.dtype, cfg.model.attn_implementation)  # fmt: skip
+                                     cfg.model.dtype, cfg.model.attn_implementation, layout)  # fmt: skip
     if reference is not None:
         install_reference_collator(datamodule, loss, datamodule.truncation.max_length)
     module = SimPOModule(policy.model, loss, chunk_size=cfg.model.chunk_size, reference=reference)
@@ -162,11 +165,15 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     torch.manual_seed(cfg.seed)
     inputs = load_inputs(cfg)
     m = cfg.model
-    policy = load_policy(m.name_or_path, cfg.ckpt_path, m.tokenizer, m.dtype, m.attn_implementation)
+    device = resolve_device(cfg.device)
+    layout = ("padded", "generation only")  # the preference task's layout decides the attention kernel (auto)
+    if "preference" in cfg.tasks:
+        layout = choose_layout(str(cfg.data.layout), device, str(m.attn_implementation))
+    policy = load_policy(m.name_or_path, cfg.ckpt_path, m.tokenizer, m.dtype, m.attn_implementation, layout[0])
     generate_prompts = inputs.prompts[: cfg.generate.limit] if inputs.prompts is not None else []
     if "generate" in cfg.tasks:
         check_prompts(policy.tokenizer, generate_prompts)
-    policy.model.to(resolve_device(cfg.device))
+    policy.model.to(device)
     loss_cfg: dict[str, Any] = OmegaConf.to_container(cfg.loss, resolve=True)  # type: ignore[assignment]
     stored_in = None
     if policy.training_config is not None:  # the checkpoint's own objective and settings
@@ -179,7 +186,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     images: list[Path] = []
     generated = None
     if "preference" in cfg.tasks:
-        found, plots = run_preference(cfg, policy, loss, run_dir)
+        found, plots = run_preference(cfg, policy, loss, run_dir, layout)
         metrics.update(found)
         images += plots
     if "generate" in cfg.tasks:

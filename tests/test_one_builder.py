@@ -118,3 +118,19 @@ def test_lora_adapters_held_in_training_equal_the_merged_policy_everywhere(tmp_p
             assert weights.keys() == expected.keys(), (export, where)
             for key, value in expected.items():
                 torch.testing.assert_close(weights[key].double(), value, rtol=1e-6, atol=1e-7, msg=key)
+
+
+def test_evaluate_builds_its_policy_and_reference_for_the_layout_it_scores(tmp_path, monkeypatch):
+    """``attn_implementation=auto`` depends on the batch layout (on CUDA: flex attention for packed and shared-prompt
+    batches, whose masks flash attention cannot take): evaluate's policy and reference get the chosen layout."""
+    from simpo.models.policy import build_policy
+
+    tokenizer = load_model_tokenizer(None, None)
+    saved = tmp_path / "model"
+    build_policy(tokenizer, architecture=ARCHITECTURES["llama"]).save_pretrained(saved)
+    tokenizer.save_pretrained(saved)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the choice CUDA would make; nothing runs
+    for layout, expected in (("padded", "sdpa"), ("packed", "flex_attention"), ("shared_prompt", "flex_attention")):
+        assert described(load_policy(str(saved), None, layout=layout).model)[1] == expected, layout
+        reference = evaluation_reference(DPO(), str(saved), None, tokenizer, "float32", "auto", layout)
+        assert described(reference.factory())[1] == expected, layout

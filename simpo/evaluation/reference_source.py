@@ -23,8 +23,10 @@ def evaluation_reference(
     tokenizer: PreTrainedTokenizerBase,
     dtype: str,
     attn_implementation: str = "auto",
+    layout: str = "padded",
 ) -> ModelReference | None:
-    """A ``reference=model`` provider for ``objective``, or ``None`` when it needs no reference.
+    """A ``reference=model`` provider for ``objective``, or ``None`` when it needs no reference; its model is built
+    with the policy's ``dtype``, ``attn_implementation`` and batch ``layout``.
 
     Raises:
         ValueError: the objective needs a reference that cannot be found (an ``hf/`` export carries no training
@@ -44,8 +46,8 @@ def evaluation_reference(
     def factory() -> PreTrainedModel:
         settings = {"dtype": dtype, "attn_implementation": attn_implementation}
         if name is not None:
-            return build_model_policy({"name_or_path": name, **settings}, tokenizer)
+            return build_model_policy({"name_or_path": name, **settings}, tokenizer, layout=layout)
         # the run's initial policy: its pretrained weights, or its random initialisation rebuilt from its seed
-        return build_model_policy({**model_cfg, **settings}, tokenizer, seed=trained.get("seed"))
+        return build_model_policy({**model_cfg, **settings}, tokenizer, seed=trained.get("seed"), layout=layout)
 
     return ModelReference(factory)

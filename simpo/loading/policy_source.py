@@ -94,8 +94,12 @@ def load_policy(
     tokenizer: str | None = None,
     dtype: str = "float32",
     attn_implementation: str = "auto",
+    layout: str = "padded",
 ) -> LoadedPolicy:
     """Load from ``ckpt_path`` (a Lightning checkpoint of ``train.py``) or ``name_or_path``; exactly one.
+
+    ``layout`` is the batch layout the policy will score (``data.layout`` as chosen), which
+    ``attn_implementation=auto`` takes into account (``simpo.models.policy.resolve_attn_implementation``).
 
     Raises:
         ValueError: when neither or both are given, the checkpoint is incomplete or was not written by this
@@ -105,16 +109,16 @@ def load_policy(
     if (name_or_path is None) == (ckpt_path is None):
         raise UserError("set exactly one of model.name_or_path (an hf/ export, local dir or hub id) or ckpt_path")
     if ckpt_path is not None:
-        return _from_checkpoint(Path(ckpt_path), dtype, attn_implementation)
+        return _from_checkpoint(Path(ckpt_path), dtype, attn_implementation, layout)
     tok = load_model_tokenizer(name_or_path, tokenizer)
     if is_adapter_dir(name_or_path):  # an adapter-only export (peft.export=adapter): merged onto its base here
         base = adapter_base(name_or_path)
         check_pretrained_source(base, f"base_model_name_or_path in {name_or_path}/adapter_config.json")
         section = {"name_or_path": base, "dtype": dtype, "attn_implementation": attn_implementation}
-        model = merge_saved_adapter(build_model_policy(section, tok), name_or_path)
+        model = merge_saved_adapter(build_model_policy(section, tok, layout=layout), name_or_path)
     else:
         section = {"name_or_path": name_or_path, "dtype": dtype, "attn_implementation": attn_implementation}
-        model = build_model_policy(section, tok)
+        model = build_model_policy(section, tok, layout=layout)
     refuse_nonfinite(model, f"model.name_or_path={name_or_path}")
     return LoadedPolicy(model.eval(), tok, _short_name(name_or_path), None)
 
@@ -134,7 +138,7 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def _from_checkpoint(path: Path, dtype: str, attn_implementation: str) -> LoadedPolicy:
+def _from_checkpoint(path: Path, dtype: str, attn_implementation: str, layout: str) -> LoadedPolicy:
     checkpoint = _read_checkpoint(path)
     config = checkpoint.get("hyper_parameters", {}).get("config")
     if config is None:
@@ -148,7 +152,8 @@ def _from_checkpoint(path: Path, dtype: str, attn_implementation: str) -> Loaded
     stored = f" (in the training config of ckpt_path={path})"
     tok = load_model_tokenizer(model_cfg["name_or_path"], model_cfg.get("tokenizer"), stored)
     override_chat_template(tok, config["data"].get("chat_template"))
-    model = build_model_policy({**model_cfg, "dtype": dtype, "attn_implementation": attn_implementation}, tok)
+    model = build_model_policy({**model_cfg, "dtype": dtype, "attn_implementation": attn_implementation}, tok,
+                               layout=layout)
     state = {k.removeprefix("policy."): v for k, v in checkpoint["state_dict"].items() if k.startswith("policy.")}
     if not state:
         raise UserError(f"ckpt_path={path} holds no policy weights")
