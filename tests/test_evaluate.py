@@ -279,6 +279,7 @@ MISSING = "./does/not/exist"
         ("generate.top_p=0", ValueError, r"generate\.top_p must be a number in \(0, 1\] or null, not 0"),
         ("generate.top_p=1.5", ValueError, r"generate\.top_p must be a number in \(0, 1\]"),
         ("judge.length_tolerance=2", ValueError, r"judge\.length_tolerance must be a number in \[0, 1\], not 2"),
+        ("ckpt_path=1", ValueError, r"ckpt_path must be the path of a train\.py checkpoint \(\.ckpt\) or null, not 1"),
         ("tasks=[generate]", ValueError, r"the generate task needs generate\.prompts"),
         ("tasks=[judge]", ValueError, r"the judge task needs judge\.reward_model"),
         (f"training_logs={MISSING}.csv", FileNotFoundError, r"training_logs=\./does/not/exist\.csv: no such file"),

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from simpo.core.chunked_logprobs import check_chunk_size
 from simpo.core.device import resolve_device
 from simpo.core.value_checks import check_number, check_one_of, check_positive_int, check_seed, is_integer
-from simpo.errors import MissingFileError, UserError
+from simpo.errors import ConfigError, MissingFileError, UserError
 from simpo.evaluation.generation import BACKENDS
 from simpo.evaluation.prompt_sets import FORMATS
 from simpo.models.policy import resolve_dtype
@@ -34,6 +34,8 @@ def validate_settings(cfg: DictConfig) -> None:
     if not isinstance(cfg.get("overwrite", False), bool):
         raise UserError(f"overwrite must be true or false, not {cfg.overwrite!r}")
     check_seed("seed", cfg.seed)
+    if cfg.ckpt_path is not None and not isinstance(cfg.ckpt_path, str):  # Hydra passes ckpt_path=1 as an integer
+        raise ConfigError(f"ckpt_path must be the path of a train.py checkpoint (.ckpt) or null, not {cfg.ckpt_path!r}")
     resolve_device(cfg.device)
     resolve_dtype(cfg.model.dtype)
     check_chunk_size(cfg.model.chunk_size)
