@@ -38,8 +38,9 @@ from simpo.loading.reward import RewardModel
 from simpo.models import decoding as dec
 from simpo.objectives import Objective
 from simpo.reference.build import install_reference_collator
+from simpo.reference.provider import ReferencePlacement
 from simpo.runs.lock import RunDirLock
-from simpo.training.module import SimPOModule
+from simpo.scoring import Scorer
 
 log = logging.getLogger("evaluate")
 register_resolvers()
@@ -94,10 +95,12 @@ def run_preference(
                                      cfg.model.dtype, cfg.model.attn_implementation, layout)  # fmt: skip
     if reference is not None:
         install_reference_collator(datamodule, loss, datamodule.truncation.max_length)
-    module = SimPOModule(policy.model, loss, chunk_size=cfg.model.chunk_size, reference=reference)
+    scorer = Scorer(cfg.model.chunk_size)
+    scorer.attach(policy.model)
     if reference is not None:
-        reference.prepare(module)
-    pairs = pair_rewards(module, datamodule.val_dataloader(), cfg.preference.max_pairs)
+        device = next(policy.model.parameters()).device
+        reference.prepare(ReferencePlacement(scorer, policy.model, lambda model: model.to(device), device))
+    pairs = pair_rewards(scorer, policy.model, loss, datamodule.val_dataloader(), reference, cfg.preference.max_pairs)
     metrics = preference_metrics(pairs, loss, cfg.preference.length_buckets)
     return metrics, [reward_histogram(pairs, run_dir / "reward_histogram.png")]
 

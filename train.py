@@ -129,12 +129,12 @@ def build_module(cfg: DictConfig, tokenizer: Any, datamodule: Any, objective: Ob
     if mode is not None:
         if reference_cfg.get("name_or_path") is not None:
             check_pretrained_source(reference_cfg["name_or_path"], "reference.name_or_path")
-        install_reference_collator(datamodule, objective, cfg.data.max_length)
+        reference_data = install_reference_collator(datamodule, objective, cfg.data.max_length)
         data_parts = {role: split["cache"]["fingerprint"] for role, split in datamodule.report["splits"].items()}
         parts = {"data": data_parts, "dtype": cfg.model.dtype, "precision": str(cfg.trainer.precision),
                  "kl_pairs": objective.needs_kl_pairs, "max_length": cfg.data.max_length}  # fmt: skip
         source = policy_identity(model_section["name_or_path"], model_section["architecture"], cfg.seed, digest_memo())
-        reference = build_reference(mode, reference_cfg, reference_model, parts, source)
+        reference = build_reference(mode, reference_cfg, reference_model, parts, source, reference_data)
     meta_init = bool(fsdp and fsdp.get("meta_init", True))
     policy = build_model_policy(
         model_section,

@@ -196,7 +196,7 @@ def _reference(size: BenchSize, variant: Variant, objective: Any, datamodule: An
         return None
     from simpo.reference.build import build_reference, install_reference_collator, policy_identity
 
-    install_reference_collator(datamodule, objective, size.seq)
+    reference_data = install_reference_collator(datamodule, objective, size.seq)
     data = {role: split["cache"]["fingerprint"] for role, split in datamodule.report["splits"].items()}
     parts = {"data": data, "dtype": variant.dtype, "precision": size.precision, "kl_pairs": False,
              "max_length": size.seq}  # fmt: skip
@@ -207,6 +207,7 @@ def _reference(size: BenchSize, variant: Variant, objective: Any, datamodule: An
         lambda _name: build_variant_policy(size, replace(variant, peft=None), tokenizer, device),
         parts,
         source,
+        reference_data,
     )
     if getattr(provider, "path", None) is not None:
         provider.path.unlink(missing_ok=True)  # measure the one-off pass, never a table an earlier run stored

@@ -7,18 +7,26 @@ from collections.abc import Iterable, Sequence
 
 import torch
 from tqdm import tqdm
+from transformers import PreTrainedModel
 
 from simpo.core.metrics import reward_metrics
 from simpo.objectives import Objective, ObjectiveOutput, PairLogps
-from simpo.training.module import SimPOModule
+from simpo.reference.provider import ReferenceProvider
+from simpo.scoring import Scorer
 
 
 @torch.no_grad()
 def pair_rewards(
-    module: SimPOModule, batches: Iterable[dict[str, torch.Tensor]], max_pairs: int | None = None
+    scorer: Scorer,
+    policy: PreTrainedModel,
+    objective: Objective,
+    batches: Iterable[dict[str, torch.Tensor]],
+    reference: ReferenceProvider | None = None,
+    max_pairs: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Per-pair statistics over ``batches`` (the same forward, reference and data recipe as training's validation),
-    and the implicit rewards of the module's objective.
+    """Per-pair statistics over ``batches`` (the same scoring forward, reference and data recipe as training's
+    validation: ``scorer`` with ``policy``, prepared by ``Scorer.attach``; ``reference`` prepared when the objective
+    needs one), and the implicit rewards of ``objective``.
 
     Returns:
         (P,) float64 tensors: ``logp_sum_chosen``, ``logp_sum_rejected`` (summed log-probs), ``logps_chosen``,
@@ -33,9 +41,9 @@ def pair_rewards(
     parts: dict[str, list[torch.Tensor]] = {}
     seen = 0
     for batch in tqdm(batches, desc="preference", unit="batch"):
-        device = next(module.policy.parameters()).device  # the policy's, wherever it was moved
+        device = next(policy.parameters()).device  # the policy's, wherever it was moved
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        stats, _, _ = module.pair_logps(batch)
+        stats, _, _ = scorer.pair_logps(policy, batch, reference.sums if reference is not None else None)
         for key, name in fields.items():
             value = getattr(stats, name)
             if value is not None:
@@ -47,7 +55,7 @@ def pair_rewards(
     out = {key: value if key.startswith(("kl_", "ref_kl_")) else value[:max_pairs] for key, value in out.items()}
     out["logps_chosen"] = out["logp_sum_chosen"] / out["length_chosen"]
     out["logps_rejected"] = out["logp_sum_rejected"] / out["length_rejected"]
-    result = objective_output(module.loss_fn, out)
+    result = objective_output(objective, out)
     out["rewards_chosen"], out["rewards_rejected"] = result.chosen_rewards, result.rejected_rewards
     return out
 

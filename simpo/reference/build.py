@@ -18,7 +18,13 @@ from simpo.reference import REFERENCE_MODES
 from simpo.reference.collate import ReferenceCollator
 from simpo.reference.identity import policy_identity, table_fingerprint, weights_identity
 from simpo.reference.kl_pairs import KLPartners
-from simpo.reference.provider import AdapterOffReference, CachedReference, ModelReference, ReferenceProvider
+from simpo.reference.provider import (
+    AdapterOffReference,
+    CachedReference,
+    ModelReference,
+    ReferenceData,
+    ReferenceProvider,
+)
 
 log = logging.getLogger(__name__)
 DIGEST_MEMO = "digests"  # under the cache root: the content digests of weight files, by path and stat
@@ -51,12 +57,14 @@ def check_reference_config(reference: Mapping[str, Any] | None, objective: Objec
     return mode
 
 
-def install_reference_collator(datamodule: Any, objective: Objective, max_length: int) -> None:
+def install_reference_collator(datamodule: Any, objective: Objective, max_length: int) -> ReferenceData:
     """Wrap the data module's collator so batches carry ``pair_keys`` (and KTO's mismatched pseudo-pairs); call it
-    after the splits are loaded and before any loader is built."""
+    after the splits are loaded and before any loader is built. Returns the pairs, collator and batch size a cached
+    table's pass uses."""
     splits: list[datasets.Dataset] = [datamodule.splits[r] for r in ("train", "val") if r in datamodule.splits]
     partners = KLPartners(splits, max_length) if objective.needs_kl_pairs else None
     datamodule.collator = ReferenceCollator(datamodule.collator, partners)
+    return ReferenceData(splits, datamodule.collator, datamodule.batch_size)
 
 
 def build_reference(
@@ -65,6 +73,7 @@ def build_reference(
     factory: Callable[[str | None], PreTrainedModel],
     fingerprint_parts: dict[str, Any],
     policy_source: dict[str, Any],
+    data: ReferenceData,
 ) -> ReferenceProvider:
     """The provider of ``mode``.
 
@@ -74,6 +83,7 @@ def build_reference(
         factory: builds a model from a weights source (``None``: the initial policy, re-seeded for a random init).
         fingerprint_parts: what else a cached table depends on (data fingerprints, dtype, precision, KL pairs).
         policy_source: ``policy_identity`` of the initial policy.
+        data: what ``install_reference_collator`` returned (the pairs of a cached table's pass).
 
     The provider's ``identity`` says which weights serve as the reference (``mode``, ``name_or_path`` and the
     weights' identity: the files' content digests, or the random init); it is logged here and ``train.py`` writes it
@@ -92,7 +102,7 @@ def build_reference(
         else:
             parts = {**fingerprint_parts, "reference": weights}
             path = cache_root() / "reference" / f"{table_fingerprint(parts)}.pt"
-            provider = CachedReference(path, parts, lambda: factory(name), policy_is_reference=name is None)
+            provider = CachedReference(path, parts, lambda: factory(name), name is None, data)
     provider.identity = {"mode": mode, "name_or_path": name, "weights": weights}
     log.info("reference=%s: %s", mode, json.dumps(provider.identity["weights"], default=str)[:500])
     return provider

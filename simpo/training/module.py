@@ -12,17 +12,16 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from torch.distributed.fsdp import register_fsdp_forward_method
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from simpo.core.attention_masks import layout_attention_mask
-from simpo.core.chunked_logprobs import check_chunk_size, check_head_backward
 from simpo.core.finite import describe_nonfinite, nonfinite_tensors
 from simpo.core.global_batch import ends_accumulation_window
-from simpo.core.labelled_head import METHOD_NAME, attach_labelled_logps, supports_labelled_head
-from simpo.core.logprobs import SequenceLogps, target_sequence_logps
+from simpo.core.labelled_head import METHOD_NAME
+from simpo.core.logprobs import SequenceLogps
 from simpo.core.rng import rng_states, set_rng_states
 from simpo.errors import UserError
 from simpo.objectives import Objective, PairLogps
-from simpo.reference.provider import ReferenceProvider
+from simpo.reference.provider import ReferencePlacement, ReferenceProvider
 from simpo.runs.resume import continue_stopped_epoch
+from simpo.scoring import Scorer
 from simpo.training.fsdp import materialize, shard_policy
 from simpo.training.metric_names import step_metrics
 from simpo.training.nonfinite import NonFiniteError, NonFiniteGuard
@@ -76,9 +75,7 @@ class SimPOModule(L.LightningModule):
         super().__init__()
         if loss.needs_reference and reference is None:
             raise UserError(f"loss={type(loss).__name__} needs a reference model: set reference=cached or model")
-        check_chunk_size(chunk_size)
-        check_head_backward(head_backward)
-        self.chunk_size = chunk_size
+        self.scorer = Scorer(chunk_size, head_backward)
         self.save_hyperparameters(ignore=["policy", "loss", "tokenizer", "full_weights", "reference"])
         self.policy = policy
         self.loss_fn = loss
@@ -93,8 +90,7 @@ class SimPOModule(L.LightningModule):
         self._window_loss: torch.Tensor | None = None
         self.last_validated_step: int | None = None  # global step of the latest validation pass
         self.moving_steps_here = 0  # optimizer steps this process applied at a non-zero learning rate
-        if chunk_size is not None:
-            attach_labelled_logps(policy, chunk_size, head_backward)
+        self.scorer.attach(policy)
 
     def configure_model(self) -> None:
         """Under ``ModelParallelStrategy``: shard the policy with FSDP2 and, if it was built on the meta
@@ -118,37 +114,8 @@ class SimPOModule(L.LightningModule):
             materialize(self.policy, strategy.root_device, self.full_weights if self.trainer.is_global_zero else None)
         self._sharded = True
 
-    def sequence_stats(self, model: PreTrainedModel, batch: dict[str, Any]) -> SequenceLogps:
-        """Per-sequence statistics of ``model`` (the policy, or a reference built like it) on a batch in any layout.
-
-        Args:
-            model: a causal LM; with a labelled-only head attached (``simpo.core.labelled_head``) when ``chunk_size``
-                is set.
-            batch: a ``PreferenceCollator`` batch of n pairs: ``input_ids``, ``attention_mask`` (R, T); the scored
-                tokens ``target_index``, ``target_ids``, ``target_sequence`` (M,); ``num_pairs``; and, for the
-                packed and shared-prompt layouts, ``position_ids``, ``segment_ids``, ``branch_ids`` (R, T).
-
-        Returns:
-            ``SequenceLogps`` with (2n,) fields: chosen responses first, then rejected.
-        """
-        inputs: dict[str, Any] = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        if "segment_ids" in batch:  # packed / shared prompt: attention confined by the layout
-            dtype = next(model.parameters()).dtype
-            inputs["attention_mask"] = layout_attention_mask(
-                model.config, batch["segment_ids"], batch["branch_ids"], batch["position_ids"], dtype
-            )
-            inputs["position_ids"] = batch["position_ids"]
-        targets = (batch["target_index"], batch["target_ids"], batch["target_sequence"])
-        n_sequences = 2 * int(batch["num_pairs"])
-        if self.chunk_size is not None and supports_labelled_head(model.config):
-            return SequenceLogps(*getattr(model, METHOD_NAME)(inputs, targets, n_sequences))
-        return target_sequence_logps(model(**inputs).logits, *targets, n_sequences)
-
-    def prepare_reference_model(self, model: PreTrainedModel) -> None:
-        """Make a frozen reference model runnable like the policy: the same labelled-only head, and on the policy's
-        device (sharded like the policy under FSDP)."""
-        if self.chunk_size is not None:
-            attach_labelled_logps(model, self.chunk_size, self.hparams.get("head_backward", "auto"))
+    def _place_reference(self, model: PreTrainedModel) -> None:
+        """Put a frozen reference where the policy is: sharded like it under FSDP, else on its device."""
         if self._sharded:
             options = self.hparams.get("fsdp") or {}
             strategy = self.trainer.strategy
@@ -160,8 +127,17 @@ class SimPOModule(L.LightningModule):
             model.to(next(self.policy.parameters()).device)
 
     def _prepare_reference(self) -> None:
-        if self.reference is not None:
-            self.reference.prepare(self)
+        if self.reference is None:
+            return
+        trainer = self.trainer
+        # a resumed fit has loaded trained weights before this hook runs (its step counter is restored only later,
+        # so the checkpoint path is what tells)
+        initial = trainer.global_step == 0 and trainer.ckpt_path is None
+        placement = ReferencePlacement(
+            self.scorer, self.policy, self._place_reference, self.device, initial, trainer.global_rank,
+            trainer.world_size, trainer.precision_plugin.forward_context, trainer.is_global_zero,
+        )  # fmt: skip
+        self.reference.prepare(placement)
 
     def on_fit_start(self) -> None:
         self._prepare_reference()
@@ -186,25 +162,12 @@ class SimPOModule(L.LightningModule):
     def forward(self, batch: dict[str, Any]) -> tuple[SequenceLogps, SequenceLogps]:
         """Per-sequence statistics of the policy's chosen and rejected responses: ``SequenceLogps`` with (n,) fields
         each (n = ``num_pairs``, KTO's mismatched pseudo-pairs included)."""
-        return self.sequence_stats(self.policy, batch).split(int(batch["num_pairs"]))
+        return self.scorer.sequence_stats(self.policy, batch).split(int(batch["num_pairs"]))
 
     def pair_logps(self, batch: dict[str, Any]) -> tuple[PairLogps, SequenceLogps, SequenceLogps]:
-        """What the objective takes for the batch's P real pairs (with reference and KTO's KL sums when it needs
-        them), and the policy's chosen and rejected statistics of those pairs."""
-        n, k = int(batch["num_pairs"]), int(batch.get("num_kl_pairs", 0))
-        stats = self.sequence_stats(self.policy, batch)  # (2n,)
-        chosen_all, rejected_all = stats.split(n)
-        p = n - k
-        chosen, kl_chosen = chosen_all.split(p)
-        rejected, kl_rejected = rejected_all.split(p)
-        pair = PairLogps(chosen.logp_sum, rejected.logp_sum, chosen.token_count, rejected.token_count)
-        if self.reference is not None:
-            ref = self.reference.sums(self, batch).to(stats.logp_sum.dtype)  # (2n,)
-            pair.ref_chosen_logp_sum, pair.ref_rejected_logp_sum = ref[:p], ref[n : n + p]
-            if k:
-                pair.kl_logp_sum = torch.cat([kl_chosen.logp_sum, kl_rejected.logp_sum]).detach()
-                pair.ref_kl_logp_sum = torch.cat([ref[p:n], ref[n + p :]])
-        return pair, chosen, rejected
+        """``Scorer.pair_logps`` of the policy, with the reference's sums when the objective needs them."""
+        reference = self.reference.sums if self.reference is not None else None
+        return self.scorer.pair_logps(self.policy, batch, reference)
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str, batch_idx: int = 0) -> torch.Tensor:
         pair, chosen, rejected = self.pair_logps(batch)

@@ -15,9 +15,9 @@ from simpo.models.policy import build_policy
 from simpo.objectives import OBJECTIVES
 from simpo.reference.build import install_reference_collator
 from simpo.reference.pass_ import reference_rows
-from simpo.reference.provider import CachedReference, ModelReference
+from simpo.reference.provider import CachedReference, ModelReference, ReferencePlacement
 from simpo.reference.table import ReferenceTable
-from simpo.training.module import SimPOModule
+from simpo.scoring import Scorer
 from tests.conftest import ROOT
 
 ARCHITECTURE = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "tiny_llama.yaml").architecture)
@@ -33,24 +33,25 @@ def test_cached_reference_equals_the_live_reference(small_pairs, llama3_tokenize
     datamodule.prepare_data()
     datamodule.load("fit")
     loss = OBJECTIVES[objective]()
-    install_reference_collator(datamodule, loss, 128)
+    data = install_reference_collator(datamodule, loss, 128)
     policy = build_policy(llama3_tokenizer, architecture=ARCHITECTURE)
     frozen = copy.deepcopy(policy)
+    scorer = Scorer(chunk_size=64)
+    scorer.attach(policy)
     live = ModelReference(lambda: frozen)
-    module = SimPOModule(policy, loss, chunk_size=64, reference=live)
-    live.prepare(module)
+    live.prepare(ReferencePlacement(scorer, policy, lambda model: model.to("cpu"), torch.device("cpu")))
 
     splits = [datamodule.splits["train"], datamodule.splits["val"]]
-    rows = reference_rows(lambda b: module.sequence_stats(frozen, b), splits, datamodule.collator, batch_size=3,
+    rows = reference_rows(lambda b: scorer.sequence_stats(frozen, b), splits, datamodule.collator, batch_size=3,
                           device=torch.device("cpu"))  # fmt: skip
     assert len(rows) == 32
-    cached = CachedReference(tmp_path / "t.pt", {}, lambda: frozen, policy_is_reference=True)
+    cached = CachedReference(tmp_path / "t.pt", {}, lambda: frozen, True, data)
     cached.table = ReferenceTable.from_rows(rows)
 
     checked = 0
     for batch in [*datamodule.train_dataloader(), *datamodule.val_dataloader()]:
-        want = live.sums(module, batch)  # (2n,)
-        got = cached.sums(module, batch)
+        want = live.sums(batch)  # (2n,)
+        got = cached.sums(batch)
         assert got.shape == want.shape == (2 * batch["num_pairs"],)
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-5)
         checked += int(batch["num_pairs"]) - int(batch["num_kl_pairs"])
