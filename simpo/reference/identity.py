@@ -1,7 +1,7 @@
 """What a cached reference table depends on, as JSON-serialisable parts of its fingerprint: the reference weights
 (each weight/config file of a local directory by the digest of its contents; a hub id by name; a random init by
 architecture and seed), the dtype and precision they are run in, the data (the tokenised splits' own fingerprints) and
-this code.
+the code that scores and keys the pairs (``CODE_FILES``: the scorer and this package's pass).
 
 A file's digest is remembered under its path, size, modification and change times and inode (``DIGEST_MEMO`` under
 the cache root), so a large model is read once, not on every start; any write to the file changes its change time
@@ -20,7 +20,8 @@ from typing import Any
 from simpo.io import write_json
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json")
-CODE_FILES = ("keys.py", "kl_pairs.py", "pass_.py", "identity.py")
+# under simpo/: the code that scores the pairs and keys the table
+CODE_FILES = ("reference/keys.py", "reference/kl_pairs.py", "reference/pass_.py", "reference/identity.py", "scoring.py")
 
 
 def file_digest(path: Path, memo_dir: Path | None) -> str:
@@ -67,7 +68,7 @@ def code_digest() -> str:
     """A hash of the code that computes and keys the table, so a change to it never reuses stale values."""
     digest = hashlib.sha256()
     for name in CODE_FILES:
-        digest.update((Path(__file__).parent / name).read_bytes())
+        digest.update((Path(__file__).parents[1] / name).read_bytes())
     return digest.hexdigest()[:16]
 
 

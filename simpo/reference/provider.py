@@ -24,7 +24,7 @@ from transformers import PreTrainedModel
 
 from simpo.core.rng import rng_states, set_rng_states
 from simpo.reference.pass_ import reference_rows
-from simpo.reference.table import ReferenceTable
+from simpo.reference.table import ReferenceTable, tables_with_meta
 from simpo.scoring import Scorer
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,11 @@ class CachedReference:
             self.table, _ = ReferenceTable.load(self.path)
             log.info("reference=cached: %d pairs' reference log-probs loaded from %s", len(self.table), self.path)
             return
+        stale = tables_with_meta(self.path.parent, self.meta, self.path) if self.path.parent.is_dir() else []
+        if stale:
+            log.info("reference=cached: %s hold these pairs' reference log-probs computed by another version of the "
+                     "scoring code (simpo/scoring.py, simpo/reference/): recomputing them once (the old files can be "
+                     "deleted)", ", ".join(p.name for p in stale))  # fmt: skip
         # The policy serves as its own reference only while it holds the initial weights: a fresh run before its
         # first step; otherwise (a resume) the reference is rebuilt from its source.
         fresh = self.policy_is_reference and placement.policy_is_initial

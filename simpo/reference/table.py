@@ -80,3 +80,20 @@ class ReferenceTable:
             found = stored.get("columns") if isinstance(stored, dict) else type(stored).__name__
             raise UserError(f"{path} is not a reference table of this version ({found}). {remedy}")
         return cls(stored["keys"], stored["values"]), stored["meta"]
+
+
+def tables_with_meta(directory: Path, meta: dict, besides: Path) -> list[Path]:
+    """The tables in ``directory`` other than ``besides`` computed from the same ``meta`` (data, reference, dtype):
+    a table's name also hashes the code that computed it, so these were written by another version of that code.
+    Files that cannot be read as tables are passed over."""
+    found = []
+    for path in sorted(directory.glob("*.pt")):
+        if path == besides:
+            continue
+        try:
+            _, stored = ReferenceTable.load(path)
+        except (UserError, OSError):
+            continue
+        if stored == meta:
+            found.append(path)
+    return found
