@@ -161,6 +161,12 @@ class PreferenceCollator:
             ]
         return [len(p["chosen_input_ids"]) for p in pairs] + [len(p["rejected_input_ids"]) for p in pairs]
 
+    def added_pair_lengths(self, pairs: Any) -> None:
+        """The lengths of pairs this collator adds to a batch for each of ``pairs`` (a split): none (``None``); a
+        wrapper that adds some (``simpo.reference.collate.ReferenceCollator``) returns their (N, 3) lengths, which the
+        token budget counts."""
+        return None
+
     def laid_out_shape(self, lengths: list[int]) -> tuple[int, int]:
         """(R, T): the rows and row length (padding included) of a batch whose units have ``lengths``; R x T is the
         number of token positions the forward pass computes."""

@@ -399,9 +399,20 @@ class PreferenceDataModule(L.LightningDataModule):
         self._log_validation(built)
         self._unpublished = self._unpublished or bool(built)
 
+    def set_collator(self, collator: Any) -> None:
+        """Batch with ``collator`` (a wrapper of ``self.collator``, e.g. the reference's, which adds KTO's
+        pseudo-pairs), before any loader is built; micro-batches already planned under the token budget are planned
+        again with it, so the collator that runs is the one the budget counts."""
+        self.collator = collator
+        for role in list(self.micro_batches):
+            self._plan(role)
+
     def _plan(self, role: str) -> None:
-        """Plan the micro-batches of ``role`` under the token budget (a pair over the budget raises here)."""
-        budget = TokenBudget(self.max_tokens_per_batch, self.collator, pair_lengths(self.splits[role]))
+        """Plan the micro-batches of ``role`` under the token budget (a pair over the budget raises here), counting
+        the pairs the collator adds (``added_pair_lengths``)."""
+        split = self.splits[role]
+        budget = TokenBudget(self.max_tokens_per_batch, self.collator, pair_lengths(split),
+                             self.collator.added_pair_lengths(split))  # fmt: skip
         batches = plan_micro_batches(budget, self.seed)
         self.micro_batches[role] = (batches, budget)
         log.info("%s split: %s", role, describe(batches, budget))

@@ -56,16 +56,24 @@ class TokenBudget:
         max_tokens: ``data.max_tokens_per_batch``.
         collator: the collator that will build the batches (its layout, pack length and padding multiple).
         lengths: (N, 3) from ``pair_lengths``.
+        added: (N, 3) the same lengths of a pair the collator appends to the batch for each pair (KTO's mismatched
+            pseudo-pair: ``added_pair_lengths`` of the collator that runs), or ``None``; they are counted too.
     """
 
-    def __init__(self, max_tokens: int, collator: PreferenceCollator, lengths: np.ndarray) -> None:
+    def __init__(
+        self, max_tokens: int, collator: PreferenceCollator, lengths: np.ndarray, added: np.ndarray | None = None
+    ) -> None:
         self.max_tokens = max_tokens
         self.collator = collator
         self.lengths = lengths
+        self.added = added
 
     def units(self, pairs: list[int]) -> list[int]:
-        """The unit lengths of ``pairs`` (indices) in the collator's layout (``PreferenceCollator.unit_lengths``)."""
+        """The unit lengths of ``pairs`` (indices) in the collator's layout (``PreferenceCollator.unit_lengths``),
+        followed by those of the pairs added for them, in the order the collator lays them out."""
         rows = self.lengths[pairs]
+        if self.added is not None:
+            rows = np.concatenate([rows, self.added[pairs]])
         if self.collator.layout.startswith("shared_prompt"):
             return (rows[:, 0] + rows[:, 1] - rows[:, 2]).tolist()
         return rows[:, 0].tolist() + rows[:, 1].tolist()
@@ -90,9 +98,10 @@ def plan_micro_batches(budget: TokenBudget, seed: int) -> list[list[int]]:
     if n and single.max() > budget.max_tokens:
         worst = int(single.argmax())
         chosen, rejected, prompt = budget.lengths[worst].tolist()
+        added = " and the pair added for it (KTO's mismatched pseudo-pair)" if budget.added is not None else ""
         raise UserError(
-            f"{KEY}={budget.max_tokens} is smaller than pair {worst} alone: {single[worst]} token positions in the "
-            f"{budget.collator.layout} layout (chosen {chosen}, rejected {rejected} tokens, prompt {prompt}); "
+            f"{KEY}={budget.max_tokens} is smaller than pair {worst}{added} alone: {single[worst]} token positions in "
+            f"the {budget.collator.layout} layout (chosen {chosen}, rejected {rejected} tokens, prompt {prompt}); "
             f"{int((single > budget.max_tokens).sum())} pair(s) exceed it. Raise {KEY} to at least "
             f"{int(single.max())}, or lower data.max_length"
         )

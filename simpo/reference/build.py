@@ -58,12 +58,12 @@ def check_reference_config(reference: Mapping[str, Any] | None, objective: Objec
 
 
 def install_reference_collator(datamodule: Any, objective: Objective, max_length: int) -> ReferenceData:
-    """Wrap the data module's collator so batches carry ``pair_keys`` (and KTO's mismatched pseudo-pairs); call it
-    after the splits are loaded and before any loader is built. Returns the pairs, collator and batch size a cached
-    table's pass uses."""
+    """Wrap the data module's collator so batches carry ``pair_keys`` (and KTO's mismatched pseudo-pairs, which the
+    token budget then counts); call it after the splits are loaded and before any loader is built. Returns the pairs,
+    collator and batch size a cached table's pass uses."""
     splits: list[datasets.Dataset] = [datamodule.splits[r] for r in ("train", "val") if r in datamodule.splits]
     partners = KLPartners(splits, max_length) if objective.needs_kl_pairs else None
-    datamodule.collator = ReferenceCollator(datamodule.collator, partners)
+    datamodule.set_collator(ReferenceCollator(datamodule.collator, partners))
     return ReferenceData(splits, datamodule.collator, datamodule.batch_size)
 
 

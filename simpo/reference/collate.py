@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import datasets
+import numpy as np
 import torch
 
 from simpo.reference.keys import pair_key
@@ -31,6 +33,11 @@ class ReferenceCollator:
         if name == "inner":
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+    def added_pair_lengths(self, pairs: datasets.Dataset) -> np.ndarray | None:
+        """(N, 3) chosen, rejected and prompt lengths of the pseudo-pair each of ``pairs`` brings into a batch (KTO),
+        or ``None``: what ``data.max_tokens_per_batch`` must count besides the pairs themselves."""
+        return self.partners.pseudo_pair_lengths(pairs) if self.partners else None
 
     def __call__(self, pairs: list[dict[str, Any]]) -> dict[str, Any]:
         keys = [pair_key(p["chosen_input_ids"], p["rejected_input_ids"]) for p in pairs]

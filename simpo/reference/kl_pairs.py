@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import datasets
+import numpy as np
 
 from simpo.core.logprobs import IGNORE_INDEX
 from simpo.errors import UserError
@@ -33,6 +34,14 @@ def mismatched(prompt_ids: list[int], response_ids: list[int], max_length: int) 
     return prompt_ids + response, [IGNORE_INDEX] * len(prompt_ids) + response
 
 
+def _side_lengths(pairs: datasets.Dataset) -> np.ndarray:
+    """(N, 4) int64: chosen and rejected lengths and their prompts' lengths (leading unlabelled tokens)."""
+    sides = pairs.select_columns(["chosen_input_ids", "rejected_input_ids", "chosen_labels", "rejected_labels"])
+    rows = [(len(row["chosen_input_ids"]), len(row["rejected_input_ids"]), prompt_length(row["chosen_labels"]),
+             prompt_length(row["rejected_labels"])) for row in sides]  # fmt: skip
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+
 class KLPartners:
     """For each pair of the given splits, the pair whose responses it is scored with (see the module docstring).
 
@@ -46,12 +55,29 @@ class KLPartners:
         self.splits = splits
         self.max_length = max_length
         self._partner: dict[int, tuple[int, int]] = {}  # pair key -> (split, row of its partner)
+        self._lengths: list[np.ndarray] | None = None
         for s, split in enumerate(splits):
             if len(split) < 2:
                 raise UserError(f"loss=kto needs at least 2 pairs per split for its KL estimate, not {len(split)}")
             keys = [pair_key(c, r) for c, r in zip(split["chosen_input_ids"], split["rejected_input_ids"], strict=True)]
             for row, key in enumerate(keys):
                 self._partner.setdefault(key, (s, (row + 1) % len(split)))
+
+    def pseudo_pair_lengths(self, pairs: datasets.Dataset) -> np.ndarray:
+        """(N, 3) int64: chosen, rejected and prompt lengths of the pseudo-pair ``kl_pair`` builds for each of
+        ``pairs`` (one of the splits given), from the token counts alone (the layout's cost of a batch)."""
+        if self._lengths is None:  # (split, row) -> chosen, rejected, chosen prompt, rejected prompt lengths
+            self._lengths = [_side_lengths(split) for split in self.splits]
+        own = _side_lengths(pairs)
+        out = np.empty((len(pairs), 3), dtype=np.int64)
+        for row, (c, r) in enumerate(zip(pairs["chosen_input_ids"], pairs["rejected_input_ids"], strict=True)):
+            s, partner = self._partner[pair_key(c, r)]
+            chosen, rejected, chosen_prompt, rejected_prompt = self._lengths[s][partner]
+            prompt = int(own[row, 2])
+            keep = max(1, self.max_length - prompt)  # as ``mismatched`` cuts
+            out[row] = (prompt + min(chosen - chosen_prompt, keep), prompt + min(rejected - rejected_prompt, keep),
+                        prompt)  # fmt: skip
+        return out
 
     def kl_pair(self, pair: dict[str, Any], key: int) -> dict[str, list[int]]:
         """The mismatched pseudo-pair of ``pair``: its prompt with the partner's chosen and rejected responses."""
