@@ -1,5 +1,6 @@
-"""The LightningModule: one forward over [chosen; rejected] in any batch layout, a preference objective (SimPO by
-default; ``simpo/objectives/``) with its reference log-probs when it needs them, metrics and the optimiser."""
+"""The LightningModule: the policy scored by ``simpo.scoring.Scorer`` (one forward over [chosen; rejected] in any batch
+layout), a preference objective (SimPO by default; ``simpo/objectives/``) with its reference log-probs when it needs
+them (placed beside the policy, sharded like it under FSDP), metrics, non-finite skips, RNG state and the optimiser."""
 
 from __future__ import annotations
 
