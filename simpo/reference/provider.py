@@ -181,8 +181,8 @@ class CachedReference:
             return
         stale = tables_with_meta(self.path.parent, self.meta, self.path) if self.path.parent.is_dir() else []
         if stale:
-            log.info("reference=cached: %s hold these pairs' reference log-probs computed by another version of the "
-                     "scoring code (simpo/scoring.py, simpo/reference/): recomputing them once (the old files can be "
+            log.info("reference=cached: the scoring code (simpo/scoring.py, simpo/reference/) changed since the table "
+                     "of these pairs and reference was computed (%s): computing it again once (the old file can be "
                      "deleted)", ", ".join(p.name for p in stale))  # fmt: skip
         # The policy serves as its own reference only while it holds the initial weights: a fresh run before its
         # first step; otherwise (a resume) the reference is rebuilt from its source.

@@ -47,7 +47,8 @@ def test_a_table_of_other_scoring_code_is_recomputed_with_a_message(small_pairs,
     cached = CachedReference(tmp_path / "current.pt", meta, lambda: policy, True, data)
     with caplog.at_level(logging.INFO, logger="simpo.reference.provider"):
         cached.prepare(placement)
-    assert "written_by_older_code.pt hold these pairs' reference log-probs computed by another version" in caplog.text
+    expected = "changed since the table of these pairs and reference was computed (written_by_older_code.pt)"
+    assert expected in caplog.text
     assert "another_reference.pt" not in caplog.text
     assert len(cached.table) == 32 and (tmp_path / "current.pt").is_file()
     assert 7 not in cached.table.keys.tolist()
