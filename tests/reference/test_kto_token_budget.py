@@ -22,7 +22,11 @@ def planned(tokenizer, layout: str, objective) -> PreferenceDataModule:
     return module
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+# two layouts in the default suite, the other two with the slow tests
+SLOW = ("packed", "shared_prompt")
+
+
+@pytest.mark.parametrize("layout", [pytest.param(x, marks=[pytest.mark.slow] if x in SLOW else []) for x in LAYOUTS])
 def test_every_kto_micro_batch_fits_the_budget_with_its_pseudo_pairs(llama3_tokenizer, layout):
     module = planned(llama3_tokenizer, layout, KTO())
     for role in ("train", "val"):
