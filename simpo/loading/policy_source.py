@@ -116,10 +116,10 @@ def load_policy(
         check_pretrained_source(base, f"base_model_name_or_path in {name_or_path}/adapter_config.json")
         section = {"name_or_path": base, "dtype": dtype, "attn_implementation": attn_implementation}
         model = merge_saved_adapter(build_model_policy(section, tok, layout=layout), name_or_path)
-    else:
+        refuse_nonfinite(model, f"model.name_or_path={name_or_path}")  # the base was checked; the adapter not
+    else:  # build_model_policy refuses non-finite pretrained weights itself
         section = {"name_or_path": name_or_path, "dtype": dtype, "attn_implementation": attn_implementation}
         model = build_model_policy(section, tok, layout=layout)
-    refuse_nonfinite(model, f"model.name_or_path={name_or_path}")
     return LoadedPolicy(model.eval(), tok, _short_name(name_or_path), None)
 
 

@@ -16,11 +16,11 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from simpo.core.finite import describe_nonfinite, nonfinite_tensors
 from simpo.core.value_checks import check_rule
 from simpo.errors import UserError
 from simpo.models.checkpointing import checkpointing_kwargs
 from simpo.models.structure import decoder_layer_classes, parameters_on_meta
+from simpo.models.weights import refuse_nonfinite
 
 log = logging.getLogger(__name__)
 
@@ -216,12 +216,7 @@ def build_policy(
         model = AutoModelForCausalLM.from_pretrained(
             name_or_path, config=config, dtype=torch_dtype, attn_implementation=attn, **(load_kwargs or {})
         )
-        bad = nonfinite_tensors(model.named_parameters())
-        if bad:
-            raise UserError(
-                f"model.name_or_path={name_or_path}: the weights hold NaN or Inf in {describe_nonfinite(bad)} (a "
-                "diverged run or a corrupt file): start from other weights"
-            )
+        refuse_nonfinite(model, f"model.name_or_path={name_or_path}")
     else:
         model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation=attn)
     check_tokenizer_matches(model.config, tokenizer, model.get_input_embeddings().num_embeddings)

@@ -22,5 +22,6 @@ def refuse_nonfinite(model: nn.Module, source: str) -> None:
     if bad:
         raise UserError(
             f"{source}: the weights hold NaN or Inf in {describe_nonfinite(bad)}, so every number computed from "
-            "them would be meaningless (a diverged training run or a corrupt file): evaluate an earlier checkpoint"
+            "them would be meaningless (a diverged training run or a corrupt file): use other weights, e.g. an earlier "
+            "checkpoint"
         )
