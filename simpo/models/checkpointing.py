@@ -67,7 +67,7 @@ def _keep_matmuls(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPol
 
 
 def checkpointing_kwargs(mode: bool | str) -> dict[str, Any]:
-    """``gradient_checkpointing_kwargs`` for Transformers' ``gradient_checkpointing_enable`` (and peft's) for
+    """The checkpointing kwargs for Transformers' ``activation_checkpointing_enable`` (and peft's) for
     ``mode`` (``True`` or ``"selective"``): non-reentrant checkpointing, with the selective policy for the latter."""
     kwargs: dict[str, Any] = {"use_reentrant": False}
     if mode == "selective":

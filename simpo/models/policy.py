@@ -225,7 +225,7 @@ def build_policy(
     # transformers layers only checkpoint activations in train mode (dropout is off either way).
     model.train()
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs(gradient_checkpointing))
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing_kwargs(gradient_checkpointing))
         model.config.use_cache = False
     if compile_layers:
         layer_types = decoder_layer_classes(model)
