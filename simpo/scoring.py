@@ -19,6 +19,7 @@ from simpo.core.attention_masks import layout_attention_mask
 from simpo.core.chunked_logprobs import check_chunk_size, check_head_backward
 from simpo.core.labelled_head import METHOD_NAME, attach_labelled_logps, supports_labelled_head
 from simpo.core.logprobs import SequenceLogps, target_sequence_logps
+from simpo.core.segment_attention import SEGMENT_SDPA, segment_spans
 from simpo.objectives import PairLogps
 
 ReferenceSums = Callable[[dict[str, Any]], torch.Tensor]  # batch -> (2n,) reference log-prob sums, batch order
@@ -66,6 +67,8 @@ class Scorer:
                 model.config, batch["segment_ids"], batch["branch_ids"], batch["position_ids"], dtype
             )
             inputs["position_ids"] = batch["position_ids"]
+            if model.config._attn_implementation == SEGMENT_SDPA:  # the kernel attends segment by segment
+                inputs["segment_spans"] = segment_spans(batch["segment_ids"])
         targets = (batch["target_index"], batch["target_ids"], batch["target_sequence"])
         n_sequences = 2 * int(batch["num_pairs"])
         if self.chunk_size is not None and supports_labelled_head(model.config):

@@ -53,7 +53,7 @@ RULES: dict[str, Rule] = {
 OPTIMIZER_KEYS = {"lr", "weight_decay", "betas", "eps", "warmup_ratio", "implementation"}  # conf/optimizer/adamw.yaml
 MODEL_KEYS = {"name_or_path", "tokenizer", "dtype", "attn_implementation", "architecture", "compile", "chunk_size",
               "gradient_checkpointing", "head_backward"}  # fmt: skip
-ATTENTION = {"auto", "sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3"}
+ATTENTION = {"auto", "sdpa", "sdpa_segments", "eager", "flex_attention", "flash_attention_2", "flash_attention_3"}
 
 
 def check_train_config(cfg: DictConfig) -> None:

@@ -8,7 +8,8 @@ k is not after q in the row, and k is shared (branch 0) or on q's own branch; a 
 chosen response were not between them). Every token may attend to itself, so that padding rows are never fully
 masked (a fully masked softmax row is NaN, and NaN times a zero gradient is still NaN).
 
-Kernels: ``sdpa`` takes a boolean (R, 1, T, T) mask (True: attend), ``eager`` an additive float mask, and
+Kernels: ``sdpa`` (and ``sdpa_segments``, which runs it segment by segment: ``simpo.core.segment_attention``) takes a
+boolean (R, 1, T, T) mask (True: attend), ``eager`` an additive float mask, and
 ``flex_attention`` a ``BlockMask`` built from the same rule (``mask_mod``), which skips the fully masked blocks.
 Models whose layers alternate full and sliding-window attention (``config.layer_types``: Gemma 2, Qwen 2/3) get a
 dict of masks by layer type, which their forward accepts.
@@ -21,6 +22,7 @@ from collections.abc import Callable
 import torch
 from transformers import PretrainedConfig
 
+from simpo.core.segment_attention import SEGMENT_SDPA
 from simpo.errors import UserError
 
 Mask = torch.Tensor | object  # a dense tensor, or a flex_attention BlockMask
@@ -90,11 +92,11 @@ def kernel_mask(
     if attn_implementation == "eager":
         additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
         return additive.masked_fill_(~mask, torch.finfo(dtype).min)
-    if attn_implementation == "sdpa":
+    if attn_implementation in ("sdpa", SEGMENT_SDPA):
         return mask
     raise UserError(
         f"model.attn_implementation={attn_implementation} cannot take the masks of data.layout=packed / shared_prompt:"
-        " use sdpa, eager or flex_attention (or data.layout=padded)"
+        f" use sdpa, {SEGMENT_SDPA}, eager or flex_attention (or data.layout=padded)"
     )
 
 

@@ -16,6 +16,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from simpo.core.segment_attention import SEGMENT_SDPA
 from simpo.core.value_checks import check_rule
 from simpo.errors import UserError
 from simpo.models.checkpointing import checkpointing_kwargs
@@ -103,6 +104,8 @@ def check_tokenizer_matches(
         )
 
 
+# Layouts whose rows hold several sequences or pairs (``data/collate.py``).
+PACKED_LAYOUTS = frozenset({"packed", "shared_prompt_packed"})
 # Architectures that transformers runs without SDPA (Gemma 2: its attention-logit soft cap).
 NO_SDPA_MODEL_TYPES = frozenset({"gemma2"})
 
@@ -114,6 +117,8 @@ def resolve_attn_implementation(
 
     - padded batches: flash_attention_2 when it can run (the ``flash_attn`` package, CUDA, 16-bit weights);
     - packed / shared-prompt batches on CUDA: flex_attention (block-sparse masks, torch's own kernel);
+    - packed rows elsewhere: sdpa_segments (SDPA segment by segment, ``simpo.core.segment_attention``), whose cost
+      follows the packed sequences' lengths, not the row's;
     - otherwise sdpa, or eager for architectures without SDPA support (Gemma 2).
     """
     if requested != "auto":
@@ -124,7 +129,9 @@ def resolve_attn_implementation(
             return "flash_attention_2"
     elif cuda:
         return "flex_attention"
-    return "eager" if model_type in NO_SDPA_MODEL_TYPES else "sdpa"
+    if model_type in NO_SDPA_MODEL_TYPES:
+        return "eager"
+    return SEGMENT_SDPA if layout in PACKED_LAYOUTS else "sdpa"
 
 
 def check_context_length(max_length: int, config: PretrainedConfig) -> None:

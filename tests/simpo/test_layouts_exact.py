@@ -47,9 +47,10 @@ def stats(module: SimPOModule, batch: dict) -> dict[str, torch.Tensor]:
 
 
 # (architecture, attention, chunk_size): every architecture with the chunked head, each kernel (transformers runs
-# Gemma 2 with eager attention only), and the full-logits path
+# Gemma 2 with eager attention only; sdpa_segments is SDPA per packed segment), and the full-logits path
 CASES = [("llama", "sdpa", 7), ("llama", "eager", None), ("mistral", "sdpa", 7), ("mistral", "eager", 7),
-         ("gemma2", "eager", 7), ("gemma2", "eager", None)]  # fmt: skip
+         ("gemma2", "eager", 7), ("gemma2", "eager", None), ("llama", "sdpa_segments", 7),
+         ("mistral", "sdpa_segments", None)]  # fmt: skip
 
 
 @pytest.mark.parametrize(("arch", "attn", "chunk_size"), CASES)

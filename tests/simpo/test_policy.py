@@ -67,7 +67,8 @@ def test_attention_auto_picks_sdpa_without_flash_attn_on_cuda():
     assert resolve_attn_implementation("auto", torch.float32) == "sdpa"  # no CUDA, fp32 here
     assert resolve_attn_implementation("eager", torch.bfloat16) == "eager"
     assert resolve_attn_implementation("auto", torch.float32, "gemma2") == "eager"  # transformers: no SDPA for it
-    assert resolve_attn_implementation("auto", torch.float32, "llama", "packed") == "sdpa"  # flex_attention on CUDA
+    assert resolve_attn_implementation("auto", torch.float32, "llama", "shared_prompt") == "sdpa"  # flex on CUDA
+    assert resolve_attn_implementation("auto", torch.float32, "llama", "packed") == "sdpa_segments"
 
 
 def test_errors_name_the_setting(llama3_tokenizer):
