@@ -38,8 +38,9 @@ def choose_layout(requested: str, device: str, attn_implementation: str, resumed
     ``auto`` takes a resumed checkpoint's layout (``resumed``: its ``data.layout``; ``padded`` for a checkpoint
     older than the key), so a run resumes as it started; else ``padded`` with ``flash_attention_2`` (which takes no
     shared-prompt masks) and on CUDA (no GPU measurement shows a shared-prompt layout ahead there yet), and
-    ``shared_prompt`` on CPU, where it is measured fastest (``benchmarks/RESULTS.md``: the prompt computed once
-    per pair). Every layout gives the same results (``tests/simpo/test_layouts_exact.py``).
+    ``shared_prompt_packed`` on CPU, where it is measured fastest (``benchmarks/RESULTS.md``: the prompt computed once
+    per pair, no padding, and with ``sdpa_segments`` attention that costs each pair's own length). Every layout
+    gives the same results (``tests/simpo/test_layouts_exact.py``).
 
     Args:
         requested: ``data.layout``.
@@ -55,7 +56,8 @@ def choose_layout(requested: str, device: str, attn_implementation: str, resumed
         return "padded", "data.layout=auto: model.attn_implementation=flash_attention_2 takes no shared-prompt masks"
     if device == "cuda":
         return "padded", "data.layout=auto: on CUDA until a GPU measurement shows another layout faster"
-    return "shared_prompt", "data.layout=auto: on CPU the fastest measured (each pair's prompt run once)"
+    return "shared_prompt_packed", ("data.layout=auto: on CPU the fastest measured (each pair's prompt run once, the "
+                                    "pairs packed without padding, attention per pair: sdpa_segments)")
 
 
 @dataclass

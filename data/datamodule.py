@@ -51,6 +51,12 @@ REPORT_NAME = "data_report.json"
 MAP_BATCH_SIZE = 256
 
 
+def default_pack_length(layout: str, max_length: int) -> int:
+    """``data.pack_length=null``: the longest unit of the layout, i.e. ``max_length`` for ``packed`` (a sequence) and
+    ``2 * max_length`` for ``shared_prompt_packed`` (a pair row: the prompt once, both responses)."""
+    return 2 * max_length if layout == "shared_prompt_packed" else max_length
+
+
 class PreferenceDataModule(L.LightningDataModule):
     """Preference pairs from ``dataset`` as (2B, T) batches of chosen-then-rejected sequences.
 
@@ -87,7 +93,8 @@ class PreferenceDataModule(L.LightningDataModule):
         layout: how a batch lays out its tokens (``data/collate.py``): ``padded`` (2B padded rows), ``packed``
             (sequences end to end), ``shared_prompt`` (one [prompt, chosen, rejected] row per pair: the prompt computed
             once) or ``shared_prompt_packed``.
-        pack_length: tokens per packed row (``None``: ``max_length``); a longer sequence or pair gets its own row.
+        pack_length: tokens per packed row (``None``: ``default_pack_length``); a longer sequence or pair gets its
+            own row.
         max_tokens_per_batch: fill each micro-batch (training and validation) with as many pairs as fit this many
             token positions as the layout lays them out, padding included (``data/token_budget.py``); an optimizer
             step is then ``trainer.accumulate_grad_batches`` micro-batches per process and its loss the mean over
@@ -191,11 +198,12 @@ class PreferenceDataModule(L.LightningDataModule):
         self.whole_file_validation = bool(whole_file_validation)
         pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
         pack_length = check_positive_int("data.pack_length", pack_length, nullable=True)
+        layout = check_one_of("data.layout", layout, LAYOUTS)
         self.collator = PreferenceCollator(
             pad_token_id=pad_id,
             pad_to_multiple_of=pad_to_multiple_of,
-            layout=check_one_of("data.layout", layout, LAYOUTS),
-            pack_length=pack_length or self.truncation.max_length,
+            layout=layout,
+            pack_length=pack_length or default_pack_length(layout, self.truncation.max_length),
         )
         self.splits: dict[str, datasets.Dataset] = {}
         self._unpublished = False  # splits loaded since the report was last written

@@ -16,7 +16,7 @@ SHORT = [*TINY_OVERRIDES, "trainer.max_steps=2", "trainer.val_check_interval=2",
 
 
 def test_auto_picks_by_device_kernel_and_resume():
-    assert choose_layout("auto", "cpu", "auto")[0] == "shared_prompt"
+    assert choose_layout("auto", "cpu", "auto")[0] == "shared_prompt_packed"
     assert choose_layout("auto", "cuda", "auto")[0] == "padded"
     assert choose_layout("auto", "cpu", "flash_attention_2")[0] == "padded"
     assert choose_layout("auto", "cpu", "auto", resumed="packed") == (
@@ -29,9 +29,9 @@ def test_auto_picks_by_device_kernel_and_resume():
 def test_the_default_layout_on_cpu_is_recorded_and_a_resume_keeps_the_runs_own(tmp_path):
     fresh = tmp_path / "fresh"
     run_and_record(compose_train(fresh, SHORT))
-    assert yaml.safe_load((fresh / "config.yaml").read_text())["data"]["layout"] == "shared_prompt"
+    assert yaml.safe_load((fresh / "config.yaml").read_text())["data"]["layout"] == "shared_prompt_packed"
     settings = json.loads((fresh / "data_report.json").read_text())["settings"]
-    assert settings["batch_layout"] == "shared_prompt" and settings["batch_layout_chosen_by"].startswith(
+    assert settings["batch_layout"] == "shared_prompt_packed" and settings["batch_layout_chosen_by"].startswith(
         "data.layout=auto: on CPU"
     )
     padded = tmp_path / "padded"  # a run that trained padded (an older run, or one that asked for it) ...
