@@ -413,9 +413,9 @@ class PreferenceDataModule(L.LightningDataModule):
         again with it, so the collator that runs is the one the budget counts."""
         self.collator = collator
         for role in list(self.micro_batches):
-            self._plan(role)
+            self._plan(role, again=True)
 
-    def _plan(self, role: str) -> None:
+    def _plan(self, role: str, again: bool = False) -> None:
         """Plan the micro-batches of ``role`` under the token budget (a pair over the budget raises here), counting
         the pairs the collator adds (``added_pair_lengths``)."""
         split = self.splits[role]
@@ -423,7 +423,8 @@ class PreferenceDataModule(L.LightningDataModule):
                              self.collator.added_pair_lengths(split))  # fmt: skip
         batches = plan_micro_batches(budget, self.seed)
         self.micro_batches[role] = (batches, budget)
-        log.info("%s split: %s", role, describe(batches, budget))
+        note = " (planned again: counting the pairs the collator adds, e.g. KTO's pseudo-pairs)" if again else ""
+        log.info("%s split: %s%s", role, describe(batches, budget), note)
 
     def _log_validation(self, built: list[str]) -> None:
         """Say where validation comes from (once, with the split that decides it) when it is not a test split."""
