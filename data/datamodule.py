@@ -422,9 +422,11 @@ class PreferenceDataModule(L.LightningDataModule):
         budget = TokenBudget(self.max_tokens_per_batch, self.collator, pair_lengths(split),
                              self.collator.added_pair_lengths(split))  # fmt: skip
         batches = plan_micro_batches(budget, self.seed)
+        unchanged = again and self.micro_batches[role][0] == batches  # the new collator adds no pairs
         self.micro_batches[role] = (batches, budget)
-        note = " (planned again: counting the pairs the collator adds, e.g. KTO's pseudo-pairs)" if again else ""
-        log.info("%s split: %s%s", role, describe(batches, budget), note)
+        if not unchanged:
+            note = " (planned again: counting the pairs the collator adds, KTO's pseudo-pairs)" if again else ""
+            log.info("%s split: %s%s", role, describe(batches, budget), note)
 
     def _log_validation(self, built: list[str]) -> None:
         """Say where validation comes from (once, with the split that decides it) when it is not a test split."""
