@@ -39,14 +39,19 @@ def pair_lengths(pairs: datasets.Dataset) -> np.ndarray:
         pairs: a ``datasets.Dataset`` with ``chosen_input_ids``, ``rejected_input_ids`` and ``chosen_labels``
             (read as Arrow columns, without turning 2N token lists into Python lists).
     """
-    table = pairs.select_columns(["chosen_input_ids", "rejected_input_ids", "chosen_labels"]).with_format("arrow")[:]
-    labels = pa.chunked_array(table.column("chosen_labels").chunks).combine_chunks()
-    unlabelled = pc.equal(labels.flatten(), IGNORE_INDEX).to_numpy(zero_copy_only=False).astype(np.int64)
-    offsets = labels.offsets.to_numpy()
-    prompt = np.add.reduceat(np.append(unlabelled, 0), offsets[:-1]) if len(labels) else np.zeros(0, np.int64)
+    table = pairs.select_columns(["chosen_input_ids", "rejected_input_ids"]).with_format("arrow")[:]
     chosen = pc.list_value_length(table.column("chosen_input_ids")).to_numpy()
     rejected = pc.list_value_length(table.column("rejected_input_ids")).to_numpy()
-    return np.stack([chosen, rejected, prompt], axis=1).astype(np.int64)
+    return np.stack([chosen, rejected, unlabelled_counts(pairs, "chosen_labels")], axis=1).astype(np.int64)
+
+
+def unlabelled_counts(pairs: datasets.Dataset, column: str) -> np.ndarray:
+    """(N,) int64: the unlabelled tokens (the prompt) of each row's ``column`` labels, read as one Arrow column."""
+    chunks = pairs.select_columns([column]).with_format("arrow")[:].column(column).chunks
+    labels = pa.chunked_array(chunks).combine_chunks()
+    unlabelled = pc.equal(labels.flatten(), IGNORE_INDEX).to_numpy(zero_copy_only=False).astype(np.int64)
+    offsets = labels.offsets.to_numpy()
+    return np.add.reduceat(np.append(unlabelled, 0), offsets[:-1]) if len(labels) else np.zeros(0, np.int64)
 
 
 class TokenBudget:

@@ -14,6 +14,7 @@ from typing import Any
 import datasets
 import numpy as np
 
+from data.token_budget import pair_lengths, unlabelled_counts
 from simpo.core.logprobs import IGNORE_INDEX
 from simpo.errors import UserError
 from simpo.reference.keys import pair_key
@@ -35,11 +36,13 @@ def mismatched(prompt_ids: list[int], response_ids: list[int], max_length: int) 
 
 
 def _side_lengths(pairs: datasets.Dataset) -> np.ndarray:
-    """(N, 4) int64: chosen and rejected lengths and their prompts' lengths (leading unlabelled tokens)."""
-    sides = pairs.select_columns(["chosen_input_ids", "rejected_input_ids", "chosen_labels", "rejected_labels"])
-    rows = [(len(row["chosen_input_ids"]), len(row["rejected_input_ids"]), prompt_length(row["chosen_labels"]),
-             prompt_length(row["rejected_labels"])) for row in sides]  # fmt: skip
-    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+    """(N, 4) int64: chosen and rejected lengths and their prompts' lengths (unlabelled tokens), from Arrow columns."""
+    return np.column_stack([pair_lengths(pairs), unlabelled_counts(pairs, "rejected_labels")])
+
+
+def _keys(pairs: datasets.Dataset) -> list[int]:
+    """Each row's pair key (``simpo.reference.keys.pair_key``)."""
+    return [pair_key(c, r) for c, r in zip(pairs["chosen_input_ids"], pairs["rejected_input_ids"], strict=True)]
 
 
 class KLPartners:
@@ -56,10 +59,12 @@ class KLPartners:
         self.max_length = max_length
         self._partner: dict[int, tuple[int, int]] = {}  # pair key -> (split, row of its partner)
         self._lengths: list[np.ndarray] | None = None
+        self._keys: list[list[int]] = []  # per split, each row's pair key
         for s, split in enumerate(splits):
             if len(split) < 2:
                 raise UserError(f"loss=kto needs at least 2 pairs per split for its KL estimate, not {len(split)}")
-            keys = [pair_key(c, r) for c, r in zip(split["chosen_input_ids"], split["rejected_input_ids"], strict=True)]
+            keys = _keys(split)
+            self._keys.append(keys)
             for row, key in enumerate(keys):
                 self._partner.setdefault(key, (s, (row + 1) % len(split)))
 
@@ -68,10 +73,12 @@ class KLPartners:
         ``pairs`` (one of the splits given), from the token counts alone (the layout's cost of a batch)."""
         if self._lengths is None:  # (split, row) -> chosen, rejected, chosen prompt, rejected prompt lengths
             self._lengths = [_side_lengths(split) for split in self.splits]
-        own = _side_lengths(pairs)
+        given = next((s for s, split in enumerate(self.splits) if split is pairs), None)
+        own = self._lengths[given] if given is not None else _side_lengths(pairs)
+        keys = self._keys[given] if given is not None else _keys(pairs)
         out = np.empty((len(pairs), 3), dtype=np.int64)
-        for row, (c, r) in enumerate(zip(pairs["chosen_input_ids"], pairs["rejected_input_ids"], strict=True)):
-            s, partner = self._partner[pair_key(c, r)]
+        for row, key in enumerate(keys):
+            s, partner = self._partner[key]
             chosen, rejected, chosen_prompt, rejected_prompt = self._lengths[s][partner]
             prompt = int(own[row, 2])
             keep = max(1, self.max_length - prompt)  # as ``mismatched`` cuts
